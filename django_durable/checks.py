@@ -1,0 +1,75 @@
+"""System checks for the DURABLE setting, run by `manage.py check` and at startup."""
+
+from django.conf import settings
+from django.core import checks
+
+from .conf import DEFAULTS
+from .dsl import Retry
+from .errors import WorkflowDefinitionError
+
+
+@checks.register()
+def check_durable_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    options = getattr(settings, "DURABLE", {})
+    if not isinstance(options, dict):
+        return [checks.Error("DURABLE must be a dict.", id="durable.E001")]
+    errors = []
+    for name in sorted(set(options) - set(DEFAULTS)):
+        errors.append(
+            checks.Error(
+                f"DURABLE has an unknown option {name!r}.",
+                hint=f"Known options: {', '.join(sorted(DEFAULTS))}.",
+                id="durable.E002",
+            )
+        )
+    errors += _check_queues(options.get("QUEUES", DEFAULTS["QUEUES"]))
+    for name in ("LEASE_SECONDS", "HEARTBEAT_SECONDS", "SHUTDOWN_GRACE_SECONDS"):
+        value = options.get(name, DEFAULTS[name])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            errors.append(
+                checks.Error(f"DURABLE[{name!r}] must be a positive number.", id="durable.E003")
+            )
+    lease = options.get("LEASE_SECONDS", DEFAULTS["LEASE_SECONDS"])
+    heartbeat = options.get("HEARTBEAT_SECONDS", DEFAULTS["HEARTBEAT_SECONDS"])
+    if not errors and heartbeat >= lease:
+        errors.append(
+            checks.Error(
+                "DURABLE['HEARTBEAT_SECONDS'] must be shorter than LEASE_SECONDS, or leases "
+                "lapse while their work is still running.",
+                id="durable.E004",
+            )
+        )
+    try:
+        Retry.coerce(options.get("DEFAULT_RETRY"))
+    except WorkflowDefinitionError as exc:
+        errors.append(checks.Error(f"DURABLE['DEFAULT_RETRY']: {exc}", id="durable.E005"))
+    return errors
+
+
+def _check_queues(queues) -> list[checks.CheckMessage]:
+    if not isinstance(queues, dict) or not queues:
+        return [checks.Error("DURABLE['QUEUES'] must be a non-empty dict.", id="durable.E006")]
+    errors = []
+    for name, options in queues.items():
+        if not isinstance(options, dict):
+            errors.append(
+                checks.Error(f"DURABLE['QUEUES'][{name!r}] must be a dict.", id="durable.E006")
+            )
+            continue
+        concurrency = options.get("concurrency", 1)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            errors.append(
+                checks.Error(
+                    f"DURABLE['QUEUES'][{name!r}]['concurrency'] must be a positive int.",
+                    id="durable.E007",
+                )
+            )
+        interval = options.get("poll_interval", 1.0)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+            errors.append(
+                checks.Error(
+                    f"DURABLE['QUEUES'][{name!r}]['poll_interval'] must be a positive number.",
+                    id="durable.E008",
+                )
+            )
+    return errors

@@ -1,0 +1,172 @@
+"""Handing runnable executions to workers: the claim, the lease, and the wake-up.
+
+On PostgreSQL one statement picks due executions with `FOR UPDATE SKIP LOCKED` and
+leases them, so any number of workers can claim concurrently without blocking each
+other or taking the same row. Elsewhere (SQLite, for development) each row is taken with
+a conditional UPDATE, which is safe but serialised by the database's single writer.
+"""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import F, Min
+from django.db.models.functions import Coalesce
+
+from . import clock, conf
+from .models import (
+    ACTIVE_STATUSES,
+    CLAIMABLE_STATUSES,
+    ExecutionStatus,
+    StepExecution,
+    StepStatus,
+    WorkflowExecution,
+)
+
+CHANNEL = "durable_runnable"
+
+_CLAIM_SQL = """
+WITH picked AS (
+    SELECT id FROM durable_execution
+    WHERE status IN ('pending', 'waiting') AND run_at <= %(now)s {queue_filter}
+    ORDER BY priority DESC, run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE durable_execution AS e
+SET status = 'running', locked_by = %(worker)s, locked_until = %(until)s,
+    run_token = gen_random_uuid(), started_at = COALESCE(e.started_at, %(now)s)
+FROM picked
+WHERE e.id = picked.id
+RETURNING e.*
+"""
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=conf.get("LEASE_SECONDS"))
+
+
+def claim(worker: str, queues: Sequence[str] | None, limit: int) -> list[WorkflowExecution]:
+    """Lease up to `limit` due executions to `worker`, highest priority then oldest first."""
+    now = clock.now()
+    until = now + lease_duration()
+    if connection.vendor == "postgresql":
+        claimed = _claim_skip_locked(worker, queues, limit, now, until)
+    else:
+        claimed = _claim_conditional(worker, queues, limit, now, until)
+    return sorted(claimed, key=lambda e: (-e.priority, e.run_at))
+
+
+def _claim_skip_locked(worker, queues, limit, now, until) -> list[WorkflowExecution]:
+    params = {"now": now, "until": until, "worker": worker, "limit": limit}
+    queue_filter = ""
+    if queues is not None:
+        queue_filter = "AND run_queue = ANY(%(queues)s)"
+        params["queues"] = list(queues)
+    sql = _CLAIM_SQL.format(queue_filter=queue_filter)
+    return list(WorkflowExecution.objects.raw(sql, params))
+
+
+def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecution]:
+    candidates = (
+        WorkflowExecution.objects.runnable(now, queues)
+        .in_claim_order()
+        .values_list("id", flat=True)[:limit]
+    )
+    claimed = []
+    for execution_id in list(candidates):
+        taken = WorkflowExecution.objects.filter(
+            id=execution_id, status__in=CLAIMABLE_STATUSES, run_at__lte=now
+        ).update(
+            status=ExecutionStatus.RUNNING,
+            locked_by=worker,
+            locked_until=until,
+            run_token=uuid.uuid4(),
+            started_at=Coalesce(F("started_at"), now),
+        )
+        if taken:
+            claimed.append(execution_id)
+    return list(WorkflowExecution.objects.filter(id__in=claimed))
+
+
+def renew_leases(worker: str) -> int:
+    """Extend the lease of everything `worker` holds; called by its heartbeat."""
+    return WorkflowExecution.objects.filter(
+        locked_by=worker, status=ExecutionStatus.RUNNING
+    ).update(locked_until=clock.now() + lease_duration())
+
+
+def release(worker: str, error_type: str, message: str) -> int:
+    """Give back everything `worker` holds so another worker can take it at once."""
+    return _requeue(
+        WorkflowExecution.objects.filter(locked_by=worker, status=ExecutionStatus.RUNNING),
+        error_type,
+        message,
+    )
+
+
+def reclaim_expired_leases() -> int:
+    """Make executions whose worker stopped heartbeating runnable again."""
+    return _requeue(
+        WorkflowExecution.objects.filter(
+            status=ExecutionStatus.RUNNING, locked_until__lt=clock.now()
+        ),
+        "LeaseExpired",
+        "The worker running this attempt stopped renewing its lease; the step runs again.",
+    )
+
+
+def _requeue(executions, error_type: str, message: str) -> int:
+    """Turn held executions back to pending and close their interrupted attempts.
+
+    Clearing `run_token` fences the interrupted attempt: if it is still running
+    somewhere, nothing it returns can be recorded.
+    """
+    now = clock.now()
+    with transaction.atomic():
+        rows = list(
+            executions.select_for_update(skip_locked=True).values_list("id", "run_token", "run_queue")
+        )
+        if not rows:
+            return 0
+        WorkflowExecution.objects.filter(
+            id__in=[row[0] for row in rows], status=ExecutionStatus.RUNNING
+        ).update(
+            status=ExecutionStatus.PENDING,
+            run_at=now,
+            locked_by=None,
+            locked_until=None,
+            run_token=None,
+        )
+        StepExecution.objects.filter(
+            id__in=[row[1] for row in rows if row[1]], status=StepStatus.RUNNING
+        ).update(
+            status=StepStatus.FAILED,
+            completed_at=now,
+            error={"type": error_type, "message": message, "traceback": ""},
+        )
+        for run_queue in {row[2] for row in rows}:
+            notify(run_queue)
+    return len(rows)
+
+
+def next_wakeup(queues: Sequence[str] | None) -> datetime | None:
+    """The earliest time something may become due: a run_at or a workflow deadline."""
+    runnable = WorkflowExecution.objects.filter(status__in=CLAIMABLE_STATUSES)
+    if queues is not None:
+        runnable = runnable.filter(run_queue__in=queues)
+    times = [
+        runnable.aggregate(at=Min("run_at"))["at"],
+        WorkflowExecution.objects.filter(status__in=ACTIVE_STATUSES)
+        .aggregate(at=Min("deadline"))["at"],
+    ]
+    times = [at for at in times if at is not None]
+    return min(times) if times else None
+
+
+def notify(run_queue: str) -> None:
+    """Wake idle workers of `run_queue` (PostgreSQL; delivered when the transaction commits)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, run_queue])

@@ -1,0 +1,49 @@
+"""The errors django-durable raises or records, under one base class."""
+
+
+class DurableError(Exception):
+    """Base class: `except DurableError` catches everything this package raises."""
+
+
+class WorkflowDefinitionError(DurableError):
+    """A workflow or step is defined wrongly (duplicate name, bad option, ...)."""
+
+
+class UnknownWorkflow(DurableError):
+    """No workflow is registered under the given name."""
+
+
+class InvalidWorkflowInput(DurableError):
+    """The input given to `start` is not a dict or cannot be stored."""
+
+
+class ContextNotSerializable(DurableError):
+    """A value in a context cannot be stored as JSON."""
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key
+
+
+class ExecutionNotFound(DurableError):
+    """No execution has the given id."""
+
+
+class ExecutionNotActive(DurableError):
+    """The execution has finished, so it cannot be changed any more."""
+
+
+class ExecutionNotResumable(DurableError):
+    """Only failed or cancelled executions can be resumed."""
+
+
+class StepTimeout(DurableError):
+    """A step attempt ran longer than the step's timeout."""
+
+
+class WorkflowTimeout(DurableError):
+    """An execution did not finish before its workflow timeout."""
+
+
+class StepReturnedInvalidValue(DurableError):
+    """A step returned something other than a dict or None."""

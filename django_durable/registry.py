@@ -1,0 +1,43 @@
+"""Workflows by name, filled by `workflow(...)` as each app's `workflows.py` is imported."""
+
+from .dsl import Workflow
+from .errors import UnknownWorkflow, WorkflowDefinitionError
+
+_workflows: dict[str, Workflow] = {}
+
+
+def register(definition: Workflow) -> None:
+    """Register a workflow; a name already defined elsewhere is an error.
+
+    Re-running the same definition (Django's autoreloader, a module imported twice)
+    replaces it instead of failing.
+    """
+    existing = _workflows.get(definition.name)
+    if existing is not None and existing.origin != definition.origin:
+        raise WorkflowDefinitionError(
+            f"A workflow named {definition.name!r} is already defined at {existing.origin}; "
+            "workflow names must be unique."
+        )
+    _workflows[definition.name] = definition
+
+
+def unregister(name: str) -> None:
+    _workflows.pop(name, None)
+
+
+def get(name_or_workflow: "str | Workflow") -> Workflow:
+    """The registered workflow for a name (or the workflow itself)."""
+    if isinstance(name_or_workflow, Workflow):
+        return name_or_workflow
+    try:
+        return _workflows[name_or_workflow]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(_workflows)) or "none"
+        raise UnknownWorkflow(
+            f"No workflow named {name_or_workflow!r} is registered (known: {known}). "
+            "Is it defined in an installed app's workflows.py?"
+        ) from None
+
+
+def all_workflows() -> list[Workflow]:
+    return sorted(_workflows.values(), key=lambda wf: wf.name)

@@ -1,0 +1,10 @@
+"""Workflows autodiscovered from a test app, proving `workflows.py` discovery works."""
+
+from django_durable import workflow
+
+
+def say_hello(ctx):
+    return {**ctx, "greeting": f"hello {ctx.get('name', 'world')}"}
+
+
+hello = workflow("tests.hello", [say_hello])
