@@ -18,7 +18,13 @@ class StepExecutionInline(admin.TabularInline):
 @admin.register(WorkflowExecution)
 class WorkflowExecutionAdmin(admin.ModelAdmin):
     list_display = (
-        "short_id", "workflow_name", "status", "current_step", "queue", "priority", "created_at",
+        "short_id",
+        "workflow_name",
+        "status",
+        "current_step",
+        "queue",
+        "priority",
+        "created_at",
     )
     list_filter = ("status", "workflow_name", "queue", "created_at")
     search_fields = ("id", "workflow_name", "idempotency_key")

@@ -97,13 +97,14 @@ def renew_leases(worker: str) -> int:
     ).update(locked_until=clock.now() + lease_duration())
 
 
-def release(worker: str, error_type: str, message: str) -> int:
-    """Give back everything `worker` holds so another worker can take it at once."""
-    return _requeue(
-        WorkflowExecution.objects.filter(locked_by=worker, status=ExecutionStatus.RUNNING),
-        error_type,
-        message,
-    )
+def release(
+    worker: str, error_type: str, message: str, execution_id: uuid.UUID | None = None
+) -> int:
+    """Give back what `worker` holds (or just `execution_id`) so another worker takes it."""
+    held = WorkflowExecution.objects.filter(locked_by=worker, status=ExecutionStatus.RUNNING)
+    if execution_id is not None:
+        held = held.filter(id=execution_id)
+    return _requeue(held, error_type, message)
 
 
 def reclaim_expired_leases() -> int:
@@ -126,7 +127,9 @@ def _requeue(executions, error_type: str, message: str) -> int:
     now = clock.now()
     with transaction.atomic():
         rows = list(
-            executions.select_for_update(skip_locked=True).values_list("id", "run_token", "run_queue")
+            executions.select_for_update(skip_locked=True).values_list(
+                "id", "run_token", "run_queue"
+            )
         )
         if not rows:
             return 0
@@ -152,14 +155,18 @@ def _requeue(executions, error_type: str, message: str) -> int:
 
 
 def next_wakeup(queues: Sequence[str] | None) -> datetime | None:
-    """The earliest time something may become due: a run_at or a workflow deadline."""
+    """The earliest time something may become due: a run_at, a deadline, a lease's end."""
     runnable = WorkflowExecution.objects.filter(status__in=CLAIMABLE_STATUSES)
     if queues is not None:
         runnable = runnable.filter(run_queue__in=queues)
     times = [
         runnable.aggregate(at=Min("run_at"))["at"],
-        WorkflowExecution.objects.filter(status__in=ACTIVE_STATUSES)
-        .aggregate(at=Min("deadline"))["at"],
+        WorkflowExecution.objects.filter(status__in=ACTIVE_STATUSES).aggregate(at=Min("deadline"))[
+            "at"
+        ],
+        WorkflowExecution.objects.filter(status=ExecutionStatus.RUNNING).aggregate(
+            at=Min("locked_until")
+        )["at"],
     ]
     times = [at for at in times if at is not None]
     return min(times) if times else None

@@ -55,7 +55,9 @@ class Retry:
             if unknown:
                 raise WorkflowDefinitionError(f"Unknown Retry option(s): {sorted(unknown)}.")
             return cls(**value)
-        raise WorkflowDefinitionError(f"retry must be a Retry or a dict, not {type(value).__name__}.")
+        raise WorkflowDefinitionError(
+            f"retry must be a Retry or a dict, not {type(value).__name__}."
+        )
 
     def delay_after(self, attempt: int) -> timedelta:
         """The wait before the attempt that follows failed attempt number `attempt`."""

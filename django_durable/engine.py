@@ -11,7 +11,7 @@ its `run_token`, the id of the attempt allowed to write.
 import copy
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -123,9 +123,7 @@ def _checked_input(input: Any) -> dict:
     if input is None:
         return {}
     if not isinstance(input, dict):
-        raise InvalidWorkflowInput(
-            f"Workflow input must be a dict, not {type(input).__name__}."
-        )
+        raise InvalidWorkflowInput(f"Workflow input must be a dict, not {type(input).__name__}.")
     try:
         codec.encode(input)
     except ContextNotSerializable as exc:
@@ -151,7 +149,9 @@ def _by_idempotency_key(workflow_name: str, key: str | None) -> uuid.UUID | None
     )
 
 
-def get_execution(execution_id: "uuid.UUID | str", include_steps: bool = False) -> WorkflowExecution:
+def get_execution(
+    execution_id: "uuid.UUID | str", include_steps: bool = False
+) -> WorkflowExecution:
     """Load an execution; with `include_steps`, `execution.steps` lists its attempts in order."""
     execution = _fetch(WorkflowExecution.objects.all(), execution_id)
     if include_steps:
@@ -266,12 +266,15 @@ def run_claimed(
     *,
     worker: str,
     queues: Sequence[str] | None,
-    max_attempts: int | None = None,
+    keep_going: Callable[[int], bool] | None = None,
+    on_attempt: Callable[[StepExecution, Step], None] | None = None,
 ) -> int:
     """Run a claimed execution's steps until it finishes, waits, or must go elsewhere.
 
     The worker keeps the execution while the next step is runnable on one of `queues`
-    (None: any), so a chain of steps needs one claim. Returns the attempts run.
+    (None: any) and `keep_going(attempts run so far)` allows, so a chain of steps needs
+    one claim. `on_attempt` is told of each attempt as it starts (the worker watches
+    step timeouts with it). Returns the attempts run.
     """
     try:
         definition = registry.get(execution.workflow_name)
@@ -281,10 +284,13 @@ def run_claimed(
         return 0
     attempts = 0
     while run is not None:
-        outcome = _run_step(execution, definition.get_step(run.step_name), run)
+        step = definition.get_step(run.step_name)
+        if on_attempt is not None:
+            on_attempt(run, step)
+        outcome = _run_step(execution, step, run)
         attempts += 1
-        out_of_budget = max_attempts is not None and attempts >= max_attempts
-        run = _record(execution, definition, run, outcome, worker, queues, out_of_budget)
+        must_stop = keep_going is not None and not keep_going(attempts)
+        run = _record(execution, definition, run, outcome, worker, queues, must_stop)
     return attempts
 
 
@@ -359,7 +365,7 @@ def _record(
     outcome: Outcome,
     worker: str,
     queues: Sequence[str] | None,
-    out_of_budget: bool,
+    must_stop: bool,
 ) -> StepExecution | None:
     """Write an attempt's outcome and the execution's next state in one transaction.
 
@@ -370,14 +376,12 @@ def _record(
             if outcome.failed:
                 _record_failure(execution, definition, run, outcome)
                 return None
-            return _record_success(
-                execution, definition, run, outcome, worker, queues, out_of_budget
-            )
+            return _record_success(execution, definition, run, outcome, worker, queues, must_stop)
     except LeaseLost:
         return None
 
 
-def _record_success(execution, definition, run, outcome, worker, queues, out_of_budget):
+def _record_success(execution, definition, run, outcome, worker, queues, must_stop):
     now = outcome.finished_at
     next_name = definition.step_after(run.step_name)
     if execution.deadline is not None and now >= execution.deadline and next_name:
@@ -396,7 +400,7 @@ def _record_success(execution, definition, run, outcome, worker, queues, out_of_
         _close_attempt(run, StepStatus.COMPLETED, outcome)
         return None
     next_queue = definition.get_step(next_name).queue or execution.queue
-    stays_here = not out_of_budget and (queues is None or next_queue in queues)
+    stays_here = not must_stop and (queues is None or next_queue in queues)
     moves = {"context": outcome.context, "current_step": next_name, "attempt": 1}
     if not stays_here:
         _advance(
@@ -506,7 +510,9 @@ def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
     definition = registry.get(execution.workflow_name)
     step = definition.get_step(execution.current_step)
     run = StepExecution.objects.get(id=run_token)
-    outcome = Outcome(finished_at=clock.now(), error=error_record(StepTimeout(_timeout_message(step))))
+    outcome = Outcome(
+        finished_at=clock.now(), error=error_record(StepTimeout(_timeout_message(step)))
+    )
     try:
         with transaction.atomic():
             _record_failure(execution, definition, run, outcome)

@@ -171,3 +171,26 @@ class StepExecution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.step_name} #{self.attempt} ({self.status})"
+
+
+class Worker(models.Model):
+    """A live `durable_worker` process, so the admin and `durable_status` can show it.
+
+    Each worker refreshes `last_seen_at` on its heartbeat and deletes its row on a clean
+    exit; rows of workers that vanished are removed by the others' heartbeats.
+    """
+
+    name = models.CharField(max_length=255, unique=True)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    concurrency = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "durable_worker"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({', '.join(self.queues)})"

@@ -21,9 +21,16 @@ def run_until_idle(*, max_steps: int = 10_000) -> int:
         if not claimed:
             break
         attempts += engine.run_claimed(
-            claimed[0], worker=WORKER_NAME, queues=None, max_attempts=max_steps - attempts
+            claimed[0],
+            worker=WORKER_NAME,
+            queues=None,
+            keep_going=_within(max_steps - attempts),
         )
     return attempts
+
+
+def _within(budget: int):
+    return lambda ran: ran < budget
 
 
 def advance_clock(delta: timedelta | int | float) -> None:

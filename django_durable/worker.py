@@ -1,0 +1,409 @@
+"""The worker process: claims executions and runs their steps on a pool of threads.
+
+One dispatcher (the main thread) claims work into free slots; each served queue has
+`concurrency` threads that run what is claimed for it, each with its own database
+connection. A heartbeat thread renews leases, refreshes the worker's row and fails
+attempts that overrun their step timeout; on PostgreSQL a listener thread turns
+NOTIFY into an immediate wake-up, so polling is only the fallback.
+
+States: running (claiming) -> stopping (no new claims, running steps finish within the
+grace period) -> stopped (what is left is released to other workers).
+"""
+
+import logging
+import os
+import queue as queue_module
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    connections,
+)
+
+from . import claims, clock, conf, engine
+from .dsl import Step
+from .errors import DurableError
+from .models import StepExecution, WorkflowExecution
+from .models import Worker as WorkerRow
+
+log = logging.getLogger("django_durable.worker")
+
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+TICK_SECONDS = 1.0
+RECONNECT_SECONDS = 1.0
+
+
+class WorkerError(DurableError):
+    """The worker cannot start (for example, a second worker on one SQLite file)."""
+
+
+@dataclass
+class QueueSlots:
+    """A served queue: its threads' inbox and how many of them are busy."""
+
+    name: str
+    concurrency: int
+    poll_interval: float
+    inbox: queue_module.Queue = field(default_factory=queue_module.Queue)
+    busy: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - self.busy
+
+
+@dataclass
+class Attempt:
+    """A step attempt running on one of this worker's threads."""
+
+    execution_id: uuid.UUID
+    run_id: uuid.UUID
+    started_at: object
+    timeout: timedelta | None
+
+
+class Worker:
+    def __init__(
+        self,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int | None = None,
+        burst: bool = False,
+        name: str | None = None,
+        grace_seconds: float | None = None,
+    ) -> None:
+        queues = list(queues or conf.get("QUEUES"))
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.burst = burst
+        self.grace_seconds = (
+            conf.get("SHUTDOWN_GRACE_SECONDS") if grace_seconds is None else grace_seconds
+        )
+        self.slots = {
+            queue: QueueSlots(
+                name=queue,
+                concurrency=concurrency or conf.queue_options(queue)["concurrency"],
+                poll_interval=float(conf.queue_options(queue)["poll_interval"]),
+            )
+            for queue in queues
+        }
+        self.poll_interval = min(slot.poll_interval for slot in self.slots.values())
+        self.state = "running"
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._attempts: dict[int, Attempt] = {}
+        self._runners: list[threading.Thread] = []
+        self._timers_due = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Work until stopped by a signal (or, with `burst`, until nothing is runnable)."""
+        self._register()
+        self._install_signal_handlers()
+        self._start_threads()
+        log.info(
+            "Worker %s started: queues %s, %d threads.",
+            self.name,
+            ", ".join(f"{s.name}({s.concurrency})" for s in self.slots.values()),
+            sum(s.concurrency for s in self.slots.values()),
+        )
+        try:
+            self._dispatch()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Stop claiming; running steps get the grace period to finish."""
+        if self.state == "running":
+            self.state = "stopping"
+            log.info("Worker %s stopping: finishing running steps.", self.name)
+        self._wake.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.state != "running":
+            log.warning("Second signal: worker %s exits now.", self.name)
+            os._exit(1)
+        self.stop()
+
+    def _start_threads(self) -> None:
+        for slot in self.slots.values():
+            for index in range(slot.concurrency):
+                self._runners.append(
+                    self._spawn(self._run_slot, f"durable-{slot.name}-{index}", slot)
+                )
+        self._heartbeat = self._spawn(self._heartbeat_loop, "durable-heartbeat")
+        self._listener = None
+        if connection.vendor == "postgresql":
+            self._listener = self._spawn(self._listen_loop, "durable-listener")
+
+    def _spawn(self, target, name: str, *args) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, args=args, daemon=True)
+        thread.start()
+        return thread
+
+    def _shutdown(self) -> None:
+        self.state = "stopping"
+        for slot in self.slots.values():
+            for _ in range(slot.concurrency):
+                slot.inbox.put(None)
+        give_up_at = time.monotonic() + self.grace_seconds
+        for thread in self._runners:
+            thread.join(max(0.0, give_up_at - time.monotonic()))
+        unfinished = sum(thread.is_alive() for thread in self._runners)
+        self._with_database(self._release_and_unregister, unfinished)
+        self._stopped.set()
+        self._heartbeat.join(TICK_SECONDS * 2)
+        self.state = "stopped"
+        connection.close()
+        log.info("Worker %s stopped.", self.name)
+
+    def _release_and_unregister(self, unfinished: int) -> None:
+        released = claims.release(
+            self.name,
+            "WorkerStopped",
+            "The worker shut down before this attempt finished; the step runs again.",
+        )
+        if unfinished or released:
+            log.warning(
+                "Worker %s: %d step(s) still running after the grace period; released %d "
+                "execution(s) to other workers.",
+                self.name,
+                unfinished,
+                released,
+            )
+        WorkerRow.objects.filter(name=self.name).delete()
+
+    # -- registration ------------------------------------------------------------------
+
+    def _register(self) -> None:
+        now = clock.now()
+        self._remove_stale_workers()
+        if connection.vendor == "sqlite":
+            other = WorkerRow.objects.exclude(name=self.name).first()
+            if other is not None:
+                raise WorkerError(
+                    f"Worker {other.name} (pid {other.pid} on {other.host}) already uses this "
+                    "SQLite database, and SQLite supports one worker process. Stop it, or use "
+                    "PostgreSQL to run several workers."
+                )
+        WorkerRow.objects.update_or_create(
+            name=self.name,
+            defaults={
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(self.slots),
+                "concurrency": sum(slot.concurrency for slot in self.slots.values()),
+                "started_at": now,
+                "last_seen_at": now,
+            },
+        )
+
+    def _remove_stale_workers(self) -> None:
+        stale_after = timedelta(seconds=max(3 * conf.get("HEARTBEAT_SECONDS"), 10))
+        WorkerRow.objects.filter(last_seen_at__lt=clock.now() - stale_after).delete()
+
+    # -- claiming ----------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self.state == "running":
+            self._wake.clear()
+            try:
+                self._run_timers_if_due()
+                if self._claim_into_free_slots():
+                    continue
+                if self.burst and self._idle():
+                    log.info("Worker %s: nothing runnable, exiting (--burst).", self.name)
+                    return
+                woke = self._wake.wait(self._seconds_until_due())
+            except DATABASE_ERRORS as exc:
+                log.warning("Worker %s: database unavailable (%s); retrying.", self.name, exc)
+                connection.close()
+                woke = self._wake.wait(RECONNECT_SECONDS)
+            if not woke:
+                self._timers_due = 0.0
+
+    def _run_timers_if_due(self) -> None:
+        if time.monotonic() >= self._timers_due:
+            engine.run_timers()
+            self._timers_due = time.monotonic() + self.poll_interval
+
+    def _claim_into_free_slots(self) -> bool:
+        claimed_any = False
+        for slot in self.slots.values():
+            if slot.free <= 0:
+                continue
+            for execution in claims.claim(self.name, [slot.name], slot.free):
+                with self._lock:
+                    slot.busy += 1
+                slot.inbox.put(execution)
+                claimed_any = True
+        return claimed_any
+
+    def _idle(self) -> bool:
+        with self._lock:
+            return all(slot.busy == 0 for slot in self.slots.values())
+
+    def _seconds_until_due(self) -> float:
+        """Sleep until the next known due time, at most `poll_interval` (NOTIFY may wake us)."""
+        if all(slot.free <= 0 for slot in self.slots.values()):
+            return self.poll_interval
+        due = claims.next_wakeup(list(self.slots))
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(0.05, (due - clock.now()).total_seconds()))
+
+    # -- running -----------------------------------------------------------------------
+
+    def _run_slot(self, slot: QueueSlots) -> None:
+        try:
+            while True:
+                execution = slot.inbox.get()
+                if execution is None:
+                    return
+                try:
+                    if self.state == "running":
+                        self._run_execution(execution, slot)
+                finally:
+                    with self._lock:
+                        slot.busy -= 1
+                        self._attempts.pop(threading.get_ident(), None)
+                    self._wake.set()
+        finally:
+            connections.close_all()
+
+    def _run_execution(self, execution: WorkflowExecution, slot: QueueSlots) -> None:
+        close_old_connections()
+        try:
+            engine.run_claimed(
+                execution,
+                worker=self.name,
+                queues=[slot.name],
+                keep_going=lambda attempts: self.state == "running",
+                on_attempt=self._track_attempt,
+            )
+        except DATABASE_ERRORS as exc:
+            log.warning(
+                "Worker %s lost the database while running %s (%s); releasing it.",
+                self.name,
+                execution.id,
+                exc,
+            )
+            connection.close()
+            self._with_database(self._release_execution, execution.id)
+        except Exception:
+            log.exception("Worker %s: unexpected error running %s.", self.name, execution.id)
+            self._with_database(self._release_execution, execution.id)
+
+    def _track_attempt(self, run: StepExecution, step: Step) -> None:
+        with self._lock:
+            self._attempts[threading.get_ident()] = Attempt(
+                execution_id=run.execution_id,
+                run_id=run.id,
+                started_at=run.started_at,
+                timeout=step.timeout,
+            )
+
+    def _release_execution(self, execution_id: uuid.UUID) -> None:
+        claims.release(
+            self.name,
+            "WorkerError",
+            "The worker hit an error while recording this attempt; the step runs again.",
+            execution_id=execution_id,
+        )
+
+    def _with_database(self, action, *args, attempts: int = 5) -> None:
+        """Run a bookkeeping action, reconnecting a few times if the database drops."""
+        for attempt in range(attempts):
+            try:
+                action(*args)
+                return
+            except DATABASE_ERRORS as exc:
+                connection.close()
+                if attempt == attempts - 1:
+                    log.error("Worker %s: giving up on %s: %s", self.name, action.__name__, exc)
+                    return
+                time.sleep(RECONNECT_SECONDS)
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        next_beat = 0.0
+        try:
+            while not self._stopped.wait(TICK_SECONDS):
+                try:
+                    self._time_out_overrunning_attempts()
+                    if time.monotonic() >= next_beat:
+                        self._beat()
+                        next_beat = time.monotonic() + conf.get("HEARTBEAT_SECONDS")
+                except DATABASE_ERRORS as exc:
+                    log.warning("Worker %s heartbeat: database unavailable (%s).", self.name, exc)
+                    connection.close()
+        finally:
+            connections.close_all()
+
+    def _beat(self) -> None:
+        claims.renew_leases(self.name)
+        seen = WorkerRow.objects.filter(name=self.name).update(last_seen_at=clock.now())
+        if not seen:
+            self._register()
+        self._remove_stale_workers()
+
+    def _time_out_overrunning_attempts(self) -> None:
+        now = clock.now()
+        with self._lock:
+            overdue = [
+                (ident, attempt)
+                for ident, attempt in self._attempts.items()
+                if attempt.timeout is not None and now - attempt.started_at > attempt.timeout
+            ]
+            for ident, _ in overdue:
+                del self._attempts[ident]
+        for _, attempt in overdue:
+            if engine.time_out_attempt(attempt.execution_id, attempt.run_id):
+                log.warning(
+                    "Worker %s: attempt of execution %s overran its step timeout; failed it.",
+                    self.name,
+                    attempt.execution_id,
+                )
+                self._wake.set()
+
+    # -- wake-ups ----------------------------------------------------------------------
+
+    def _listen_loop(self) -> None:
+        """Hold a LISTEN connection; reconnect whenever it drops."""
+        import psycopg
+
+        params = {
+            key: value
+            for key, value in connection.get_connection_params().items()
+            if key not in ("cursor_factory", "context")
+        }
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(**params, autocommit=True) as listener:
+                    listener.execute(f"LISTEN {claims.CHANNEL}")
+                    self._wake.set()  # anything that became runnable while we were away
+                    while not self._stopped.is_set():
+                        for notice in listener.notifies(timeout=TICK_SECONDS):
+                            if notice.payload in self.slots:
+                                self._wake.set()
+            except psycopg.Error as exc:
+                log.warning("Worker %s listener: %s; reconnecting.", self.name, exc)
+                self._stopped.wait(RECONNECT_SECONDS)
