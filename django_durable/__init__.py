@@ -15,7 +15,11 @@ from .errors import (
     ExecutionNotActive,
     ExecutionNotFound,
     ExecutionNotResumable,
+    InputNotPending,
+    InputTimedOut,
+    InvalidInput,
     InvalidWorkflowInput,
+    NotInStep,
     StepReturnedInvalidValue,
     StepTimeout,
     UnknownWorkflow,
@@ -23,7 +27,16 @@ from .errors import (
     WorkflowTimeout,
 )
 
-_ENGINE_API = ("start", "get_execution", "list_executions", "cancel", "resume")
+_LAZY_API = {
+    "start": "engine",
+    "get_execution": "engine",
+    "list_executions": "engine",
+    "cancel": "engine",
+    "resume": "engine",
+    "send_event": "events",
+    "provide_input": "inputs",
+    "list_pending_inputs": "inputs",
+}
 
 __all__ = [
     "ContextNotSerializable",
@@ -31,7 +44,11 @@ __all__ = [
     "ExecutionNotActive",
     "ExecutionNotFound",
     "ExecutionNotResumable",
+    "InputNotPending",
+    "InputTimedOut",
+    "InvalidInput",
     "InvalidWorkflowInput",
+    "NotInStep",
     "Retry",
     "Step",
     "StepReturnedInvalidValue",
@@ -42,11 +59,11 @@ __all__ = [
     "WorkflowTimeout",
     "step",
     "workflow",
-    *_ENGINE_API,
+    *_LAZY_API,
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _ENGINE_API:
-        return getattr(import_module(".engine", __name__), name)
+    if name in _LAZY_API:
+        return getattr(import_module(f".{_LAZY_API[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,17 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
-from . import claims, clock, codec, conf, registry
+from . import claims, clock, codec, conf, registry, waits
 from .dsl import Retry, Step, Workflow
 from .errors import (
     ContextNotSerializable,
     DurableError,
     ExecutionNotActive,
-    ExecutionNotFound,
     ExecutionNotResumable,
     InvalidWorkflowInput,
     StepReturnedInvalidValue,
@@ -36,10 +34,13 @@ from .errors import (
 from .models import (
     ACTIVE_STATUSES,
     ExecutionStatus,
+    InputStatus,
+    PendingInput,
     StepExecution,
     StepStatus,
     WorkflowExecution,
 )
+from .scope import StepScope, Suspend, entered
 
 _LEASE_CLEARED = {"locked_by": None, "locked_until": None, "run_token": None}
 
@@ -57,6 +58,7 @@ class Outcome:
     output: Any = None
     error: dict | None = None
     retryable: bool = True
+    suspension: Suspend | None = None
     logs: list = field(default_factory=list)
 
     @property
@@ -153,7 +155,7 @@ def get_execution(
     execution_id: "uuid.UUID | str", include_steps: bool = False
 ) -> WorkflowExecution:
     """Load an execution; with `include_steps`, `execution.steps` lists its attempts in order."""
-    execution = _fetch(WorkflowExecution.objects.all(), execution_id)
+    execution = WorkflowExecution.objects.by_id(execution_id)
     if include_steps:
         execution.steps = list(execution.step_executions.order_by("started_at", "attempt"))
     return execution
@@ -191,7 +193,7 @@ def cancel(
     if compensate:
         raise NotImplementedError("cancel(compensate=True) arrives with compensations.")
     with transaction.atomic():
-        execution = _fetch(WorkflowExecution.objects.select_for_update(), execution_id)
+        execution = WorkflowExecution.objects.select_for_update().by_id(execution_id)
         if execution.status not in ACTIVE_STATUSES:
             raise ExecutionNotActive(
                 f"Execution {execution.id} is {execution.status}; only pending, running or "
@@ -203,6 +205,9 @@ def cancel(
 
 def _cancel_tree(execution: WorkflowExecution, reason: str | None, now: datetime) -> None:
     _interrupt_attempt(execution, now, "Cancelled", "The execution was cancelled.")
+    PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
+        status=InputStatus.CANCELLED
+    )
     WorkflowExecution.objects.filter(id=execution.id).update(
         status=ExecutionStatus.CANCELLED,
         cancel_reason=reason,
@@ -227,7 +232,7 @@ def _interrupt_attempt(
 def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
     """Run a failed or cancelled execution again from the step that stopped it."""
     with transaction.atomic():
-        execution = _fetch(WorkflowExecution.objects.select_for_update(), execution_id)
+        execution = WorkflowExecution.objects.select_for_update().by_id(execution_id)
         if execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
             raise ExecutionNotResumable(
                 f"Execution {execution.id} is {execution.status}; only failed or cancelled "
@@ -240,6 +245,7 @@ def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
             status=ExecutionStatus.PENDING,
             current_step=current,
             attempt=1,
+            step_seq=execution.step_seq + 1,
             error=None,
             completed_at=None,
             run_at=now,
@@ -249,13 +255,6 @@ def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
         )
         claims.notify(definition.get_step(current).queue or execution.queue)
     return get_execution(execution.id)
-
-
-def _fetch(queryset: QuerySet, execution_id: "uuid.UUID | str") -> WorkflowExecution:
-    try:
-        return queryset.get(id=execution_id)
-    except (WorkflowExecution.DoesNotExist, ValidationError, ValueError, TypeError):
-        raise ExecutionNotFound(f"No execution with id {execution_id!r}.") from None
 
 
 # -- running steps ---------------------------------------------------------------------
@@ -324,10 +323,18 @@ def _fail_unrunnable(execution: WorkflowExecution, exc: DurableError) -> None:
 def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> Outcome:
     """Call the step function on a private copy of the context and judge what it returned."""
     context = execution.context
+    scope = StepScope(execution.id, step.name, execution.step_seq)
     try:
-        returned = step.fn(copy.deepcopy(context))
+        with entered(scope):
+            returned = step.fn(copy.deepcopy(context))
+    except Suspend as suspension:
+        return Outcome(finished_at=clock.now(), suspension=suspension)
     except Exception as exc:
-        return Outcome(finished_at=clock.now(), error=error_record(exc))
+        return Outcome(
+            finished_at=clock.now(),
+            error=error_record(exc),
+            retryable=getattr(exc, "retryable", True),
+        )
     finished_at = clock.now()
     if step.timeout is not None and finished_at - run.started_at > step.timeout:
         return Outcome(
@@ -373,6 +380,9 @@ def _record(
     """
     try:
         with transaction.atomic():
+            if outcome.suspension is not None:
+                _record_suspension(execution, run, outcome)
+                return None
             if outcome.failed:
                 _record_failure(execution, definition, run, outcome)
                 return None
@@ -385,7 +395,13 @@ def _record_success(execution, definition, run, outcome, worker, queues, must_st
     now = outcome.finished_at
     next_name = definition.step_after(run.step_name)
     if execution.deadline is not None and now >= execution.deadline and next_name:
-        _advance(execution, context=outcome.context, **_failed(_workflow_timeout(execution), now))
+        _advance(
+            execution,
+            context=outcome.context,
+            current_step=next_name,  # resume continues after the step that completed
+            attempt=1,
+            **_failed(_workflow_timeout(execution), now),
+        )
         _close_attempt(run, StepStatus.COMPLETED, outcome)
         return None
     if next_name is None:
@@ -401,7 +417,12 @@ def _record_success(execution, definition, run, outcome, worker, queues, must_st
         return None
     next_queue = definition.get_step(next_name).queue or execution.queue
     stays_here = not must_stop and (queues is None or next_queue in queues)
-    moves = {"context": outcome.context, "current_step": next_name, "attempt": 1}
+    moves = {
+        "context": outcome.context,
+        "current_step": next_name,
+        "attempt": 1,
+        "step_seq": execution.step_seq + 1,
+    }
     if not stays_here:
         _advance(
             execution,
@@ -427,6 +448,16 @@ def _record_success(execution, definition, run, outcome, worker, queues, must_st
     _close_attempt(run, StepStatus.COMPLETED, outcome)
     next_run.save(force_insert=True)
     return next_run
+
+
+def _record_suspension(execution, run, outcome) -> None:
+    """Park the execution on its wait, unless the wait was satisfied while parking."""
+    suspension = outcome.suspension
+    _advance(execution, status=ExecutionStatus.WAITING, run_at=suspension.wake_at, **_LEASE_CLEARED)
+    _close_attempt(run, StepStatus.WAITING, outcome)
+    if waits.can_resume(execution.id, execution.step_seq, suspension.key):
+        WorkflowExecution.objects.filter(id=execution.id).update(run_at=outcome.finished_at)
+        claims.notify(execution.run_queue)
 
 
 def _record_failure(execution, definition, run, outcome) -> None:

@@ -47,3 +47,21 @@ class WorkflowTimeout(DurableError):
 
 class StepReturnedInvalidValue(DurableError):
     """A step returned something other than a dict or None."""
+
+
+class NotInStep(DurableError):
+    """A wait was called outside a running workflow step."""
+
+
+class InputNotPending(DurableError):
+    """No pending input by that name: never asked, already answered, or timed out."""
+
+
+class InvalidInput(DurableError):
+    """A response does not fit the input's type, choices or form fields."""
+
+
+class InputTimedOut(DurableError):
+    """An input with `on_timeout="fail"` got no answer in time; the step fails."""
+
+    retryable = False

@@ -2,10 +2,12 @@
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
 from . import codec
+from .errors import ExecutionNotFound
 
 
 class DurableJSONField(models.JSONField):
@@ -54,15 +56,24 @@ class WorkflowExecutionQuerySet(models.QuerySet):
     def in_claim_order(self):
         return self.order_by("-priority", "run_at")
 
+    def by_id(self, execution_id) -> "WorkflowExecution":
+        """Get by id (UUID or its text); anything that matches nothing is ExecutionNotFound."""
+        try:
+            return self.get(id=execution_id)
+        except (self.model.DoesNotExist, ValidationError, ValueError, TypeError):
+            raise ExecutionNotFound(f"No execution with id {execution_id!r}.") from None
+
 
 class WorkflowExecution(models.Model):
     """One run of a workflow.
 
     The row is also the unit of work that workers claim: `run_at` says when it is next
-    runnable, `run_queue` from which queue (the current step's own queue, else `queue`),
-    and `locked_by`/`locked_until`/`run_token` form its lease. `run_token` is
-    the id of the step attempt allowed to write; every write from a worker is fenced on
-    it, so an attempt whose lease was lost can never record anything.
+    runnable and `run_queue` from which queue (the current step's own queue, else
+    `queue`). `step_seq` counts the steps entered, so the waits of one visit to a step
+    stay apart from those of a later visit. `locked_by`/`locked_until`/`run_token` form
+    the lease; `run_token` is the id of the step attempt allowed to write, and every
+    write from a worker is fenced on it, so an attempt whose lease was lost can never
+    record anything.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -79,6 +90,7 @@ class WorkflowExecution(models.Model):
     error = models.JSONField(null=True, blank=True)
     current_step = models.CharField(max_length=200, null=True, blank=True)
     attempt = models.PositiveIntegerField(default=1)
+    step_seq = models.PositiveIntegerField(default=1)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
@@ -194,3 +206,146 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({', '.join(self.queues)})"
+
+
+class WaitStatus(models.TextChoices):
+    WAITING = "waiting"
+    RESOLVED = "resolved"
+    TIMED_OUT = "timed_out"
+
+
+class Wait(models.Model):
+    """A sleep or an event wait reached by a step, and how it ended.
+
+    Keyed by the step visit (`step_seq`) and `key` (`sleep:0`, `event:paid`,
+    `any:paid,failed`...), so a step that runs again from its top finds the waits it
+    already passed and gets the same values back.
+    """
+
+    class Kind(models.TextChoices):
+        SLEEP = "sleep"
+        EVENT = "event"
+        ANY = "any"
+        ALL = "all"
+
+    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="waits")
+    step_seq = models.PositiveIntegerField()
+    step_name = models.CharField(max_length=200)
+    key = models.CharField(max_length=500)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    event_names = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=16, choices=WaitStatus.choices, default="waiting")
+    wake_at = models.DateTimeField(null=True, blank=True)
+    result = DurableJSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "durable_wait"
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "step_seq", "key"], name="durable_wait_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["execution", "status"],
+                condition=Q(status="waiting"),
+                name="durable_wait_open",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_name}: {self.key} ({self.status})"
+
+
+class Event(models.Model):
+    """An event sent to an execution, kept until a wait consumes it (in arrival order)."""
+
+    id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(
+        WorkflowExecution, on_delete=models.CASCADE, related_name="events"
+    )
+    name = models.CharField(max_length=200)
+    payload = DurableJSONField(null=True, blank=True)
+    received_at = models.DateTimeField()
+    consumed_by = models.ForeignKey(
+        Wait, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "durable_event"
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["execution", "name", "id"],
+                condition=Q(consumed_at__isnull=True),
+                name="durable_event_unconsumed",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "consumed" if self.consumed_at else "waiting to be consumed"
+        return f"{self.name} ({state})"
+
+
+class InputType(models.TextChoices):
+    FREE_TEXT = "free_text"
+    APPROVAL = "approval"
+    SINGLE_CHOICE = "single_choice"
+    MULTI_CHOICE = "multi_choice"
+    FORM = "form"
+
+
+class InputStatus(models.TextChoices):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class PendingInput(models.Model):
+    """A question a step asked a person, and (once given) the answer."""
+
+    execution = models.ForeignKey(
+        WorkflowExecution, on_delete=models.CASCADE, related_name="pending_inputs"
+    )
+    step_seq = models.PositiveIntegerField()
+    step_name = models.CharField(max_length=200)
+    input_name = models.CharField(max_length=200)
+    input_type = models.CharField(max_length=16, choices=InputType.choices)
+    prompt = models.TextField(blank=True, default="")
+    metadata = DurableJSONField(default=dict, blank=True)
+    fields = models.JSONField(default=list, blank=True)
+    choices = models.JSONField(default=list, blank=True)
+    status = models.CharField(
+        max_length=16, choices=InputStatus.choices, default=InputStatus.PENDING
+    )
+    response = DurableJSONField(null=True, blank=True)
+    responded_by = models.CharField(max_length=255, null=True, blank=True)
+    responded_at = models.DateTimeField(null=True, blank=True)
+    timeout_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "durable_pending_input"
+        ordering = ["created_at"]
+        permissions = [("respond_pendinginput", "Can respond to pending inputs")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["execution", "step_seq", "input_name"], name="durable_input_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="durable_input_status"),
+            models.Index(
+                fields=["timeout_at"],
+                condition=Q(status="pending"),
+                name="durable_input_timeout",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.input_name} ({self.get_input_type_display()}, {self.status})"

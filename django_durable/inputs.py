@@ -1,0 +1,262 @@
+"""Human input: the questions steps ask, checking answers against them, and answering.
+
+An answer is checked against the input's type before anything is written, so a bad
+value raises `InvalidInput` and changes nothing. Answering and timing out are both
+conditional updates of the pending row, so exactly one of them wins.
+"""
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.db.models import QuerySet
+
+from . import clock
+from .errors import InputNotPending, InvalidInput, WorkflowDefinitionError
+from .events import lock_active_execution, wake
+from .models import InputStatus, InputType, PendingInput
+
+FIELD_TYPES = ("text", "textarea", "number", "boolean", "select", "date", "email")
+APPROVAL_VALUES = {
+    True: "approved",
+    False: "rejected",
+    "approved": "approved",
+    "rejected": "rejected",
+}
+
+
+def provide_input(
+    execution_id: "uuid.UUID | str", name: str, value: Any, *, responded_by: str | None = None
+) -> Any:
+    """Answer a pending input; the waiting step resumes with the (normalised) value."""
+    with transaction.atomic():
+        execution = lock_active_execution(execution_id, "receive input")
+        pending = (
+            PendingInput.objects.filter(
+                execution=execution, input_name=name, status=InputStatus.PENDING
+            )
+            .order_by("-created_at")
+            .first()
+        )
+        if pending is None:
+            raise InputNotPending(
+                f"Execution {execution.id} has no pending input named {name!r} (it was never "
+                "asked, is already answered, or timed out)."
+            )
+        now = clock.now()
+        if pending.timeout_at is not None and pending.timeout_at <= now:
+            PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
+                status=InputStatus.TIMED_OUT
+            )
+            wake(execution)
+            raise InputNotPending(f"Input {name!r} timed out at {pending.timeout_at:%c}.")
+        cleaned = clean_response(pending, value)
+        answered = PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
+            status=InputStatus.COMPLETED,
+            response=cleaned,
+            responded_by=responded_by,
+            responded_at=now,
+        )
+        if not answered:
+            raise InputNotPending(f"Input {name!r} was answered or timed out meanwhile.")
+        wake(execution)
+    return cleaned
+
+
+def list_pending_inputs(
+    status: str | None = InputStatus.PENDING,
+    workflow: Any = None,
+    timeout_before: datetime | None = None,
+) -> QuerySet:
+    """Inputs waiting for people (or with another `status`), oldest first."""
+    inputs = PendingInput.objects.select_related("execution").order_by("created_at")
+    if status is not None:
+        inputs = inputs.filter(status=status)
+    if workflow is not None:
+        inputs = inputs.filter(execution__workflow_name=getattr(workflow, "name", workflow))
+    if timeout_before is not None:
+        inputs = inputs.filter(timeout_at__lt=timeout_before)
+    return inputs
+
+
+# -- describing inputs (at the wait) ---------------------------------------------------
+
+
+def normalise_choices(choices: Any) -> list[dict]:
+    """Choices as `[{"value", "label"}]`; plain values are their own labels."""
+    if not choices:
+        raise WorkflowDefinitionError("A choice input needs a non-empty list of choices.")
+    normalised = []
+    for choice in choices:
+        if isinstance(choice, dict):
+            if "value" not in choice:
+                raise WorkflowDefinitionError(f"Choice {choice!r} has no 'value'.")
+            normalised.append(
+                {"value": choice["value"], "label": choice.get("label", str(choice["value"]))}
+            )
+        else:
+            normalised.append({"value": choice, "label": str(choice)})
+    return normalised
+
+
+def normalise_fields(fields: Any) -> list[dict]:
+    """Form fields with their defaults filled in, checked for type and options."""
+    if not fields:
+        raise WorkflowDefinitionError("A form input needs a non-empty list of fields.")
+    normalised = []
+    for spec in fields:
+        if not isinstance(spec, dict) or not spec.get("name"):
+            raise WorkflowDefinitionError(f"Form field {spec!r} needs a 'name'.")
+        kind = spec.get("type", "text")
+        if kind not in FIELD_TYPES:
+            raise WorkflowDefinitionError(
+                f"Form field {spec['name']!r} has type {kind!r}; "
+                f"use one of {', '.join(FIELD_TYPES)}."
+            )
+        field = {
+            "name": spec["name"],
+            "type": kind,
+            "label": spec.get("label", spec["name"].replace("_", " ").capitalize()),
+            "required": bool(spec.get("required", False)),
+        }
+        if kind == "select":
+            field["options"] = [
+                choice["value"] for choice in normalise_choices(spec.get("options"))
+            ]
+        normalised.append(field)
+    return normalised
+
+
+# -- checking answers ------------------------------------------------------------------
+
+
+def clean_response(pending: PendingInput, value: Any) -> Any:
+    """The value to store for `pending`, or InvalidInput saying what is wrong."""
+    cleaner = _CLEANERS[pending.input_type]
+    return cleaner(pending, value)
+
+
+def _clean_text(pending: PendingInput, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"Input {pending.input_name!r} expects text, not {type(value).__name__}."
+        )
+    return value
+
+
+def _clean_approval(pending: PendingInput, value: Any) -> str:
+    try:
+        return APPROVAL_VALUES[value]
+    except (KeyError, TypeError):
+        raise InvalidInput(
+            f"Input {pending.input_name!r} expects 'approved' or 'rejected' (or True/False), "
+            f"not {value!r}."
+        ) from None
+
+
+def _clean_single_choice(pending: PendingInput, value: Any) -> Any:
+    offered = [choice["value"] for choice in pending.choices]
+    if value not in offered:
+        raise InvalidInput(f"Input {pending.input_name!r}: {value!r} is not one of {offered!r}.")
+    return value
+
+
+def _clean_multi_choice(pending: PendingInput, value: Any) -> list:
+    offered = [choice["value"] for choice in pending.choices]
+    if not isinstance(value, (list, tuple)):
+        raise InvalidInput(f"Input {pending.input_name!r} expects a list of choices.")
+    unknown = [item for item in value if item not in offered]
+    if unknown:
+        raise InvalidInput(f"Input {pending.input_name!r}: {unknown!r} not among {offered!r}.")
+    if len(set(map(repr, value))) != len(value):
+        raise InvalidInput(f"Input {pending.input_name!r}: a choice is given twice.")
+    return list(value)
+
+
+def _clean_form(pending: PendingInput, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"Input {pending.input_name!r} expects a dict of form fields.")
+    known = {field["name"] for field in pending.fields}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise InvalidInput(f"Input {pending.input_name!r}: unknown field(s) {unknown}.")
+    cleaned = {}
+    for field in pending.fields:
+        raw = value.get(field["name"])
+        if raw is None or raw == "":
+            if field["required"]:
+                raise InvalidInput(
+                    f"Input {pending.input_name!r}: field {field['name']!r} is required."
+                )
+            continue
+        cleaned[field["name"]] = _clean_field(pending.input_name, field, raw)
+    return cleaned
+
+
+def _clean_field(input_name: str, field: dict, raw: Any) -> Any:
+    kind, name = field["type"], field["name"]
+
+    def invalid(expected: str) -> InvalidInput:
+        return InvalidInput(
+            f"Input {input_name!r}: field {name!r} expects {expected}, got {raw!r}."
+        )
+
+    if kind in ("text", "textarea"):
+        if not isinstance(raw, str):
+            raise invalid("text")
+        return raw
+    if kind == "email":
+        try:
+            validate_email(raw)
+        except (ValidationError, TypeError):
+            raise invalid("an email address") from None
+        return raw
+    if kind == "number":
+        return _clean_number(raw, invalid)
+    if kind == "boolean":
+        if not isinstance(raw, bool):
+            raise invalid("true or false")
+        return raw
+    if kind == "select":
+        if raw not in field["options"]:
+            raise invalid(f"one of {field['options']!r}")
+        return raw
+    return _clean_date(raw, invalid)
+
+
+def _clean_number(raw: Any, invalid) -> int | float | Decimal:
+    if isinstance(raw, bool):
+        raise invalid("a number")
+    if isinstance(raw, (int, float, Decimal)):
+        return raw
+    if isinstance(raw, str):
+        try:
+            number = Decimal(raw.strip())
+        except InvalidOperation:
+            raise invalid("a number") from None
+        return int(number) if number == number.to_integral_value() else number
+    raise invalid("a number")
+
+
+def _clean_date(raw: Any, invalid) -> date:
+    if isinstance(raw, datetime):
+        raise invalid("a date")
+    if isinstance(raw, date):
+        return raw
+    try:
+        return date.fromisoformat(raw)
+    except (TypeError, ValueError):
+        raise invalid("a date (YYYY-MM-DD)") from None
+
+
+_CLEANERS = {
+    InputType.FREE_TEXT: _clean_text,
+    InputType.APPROVAL: _clean_approval,
+    InputType.SINGLE_CHOICE: _clean_single_choice,
+    InputType.MULTI_CHOICE: _clean_multi_choice,
+    InputType.FORM: _clean_form,
+}
