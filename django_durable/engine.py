@@ -330,17 +330,17 @@ def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> O
     except Suspend as suspension:
         return Outcome(finished_at=clock.now(), suspension=suspension)
     except Exception as exc:
+        finished_at = clock.now()
+        if _overran(step, run, finished_at):
+            return _timed_out(step, finished_at)
         return Outcome(
-            finished_at=clock.now(),
+            finished_at=finished_at,
             error=error_record(exc),
             retryable=getattr(exc, "retryable", True),
         )
     finished_at = clock.now()
-    if step.timeout is not None and finished_at - run.started_at > step.timeout:
-        return Outcome(
-            finished_at=finished_at,
-            error=error_record(StepTimeout(_timeout_message(step))),
-        )
+    if _overran(step, run, finished_at):
+        return _timed_out(step, finished_at)
     if returned is None:
         return Outcome(finished_at=finished_at, context=context)
     if not isinstance(returned, dict):
@@ -361,8 +361,14 @@ def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> O
     return Outcome(finished_at=finished_at, context=returned, output=returned)
 
 
-def _timeout_message(step: Step) -> str:
-    return f"Step {step.name!r} ran longer than its timeout of {step.timeout}."
+def _overran(step: Step, run: StepExecution, finished_at: datetime) -> bool:
+    return step.timeout is not None and finished_at - run.started_at > step.timeout
+
+
+def _timed_out(step: Step, finished_at: datetime) -> Outcome:
+    """An attempt past its step timeout: whatever it returned or raised is discarded."""
+    message = f"Step {step.name!r} ran longer than its timeout of {step.timeout}."
+    return Outcome(finished_at=finished_at, error=error_record(StepTimeout(message)))
 
 
 def _record(
@@ -541,9 +547,7 @@ def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
     definition = registry.get(execution.workflow_name)
     step = definition.get_step(execution.current_step)
     run = StepExecution.objects.get(id=run_token)
-    outcome = Outcome(
-        finished_at=clock.now(), error=error_record(StepTimeout(_timeout_message(step)))
-    )
+    outcome = _timed_out(step, clock.now())
     try:
         with transaction.atomic():
             _record_failure(execution, definition, run, outcome)
