@@ -1,22 +1,59 @@
-from django.contrib import admin
+"""The Django admin as a window onto executions: what ran, what waits, who works.
 
-from .models import StepExecution, WorkflowExecution
+Everything is read-only here: state changes go through the engine's API (the cancel and
+resume actions), never through editing rows.
+"""
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from . import engine
+from .errors import DurableError
+from .models import Event, PendingInput, StepExecution, Wait, Worker, WorkflowExecution
 
 
-class StepExecutionInline(admin.TabularInline):
-    model = StepExecution
+class ReadOnlyMixin:
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
     can_delete = False
+    show_change_link = False
+
+
+class StepExecutionInline(ReadOnlyInline):
+    model = StepExecution
     fields = ("step_name", "attempt", "status", "started_at", "duration_ms", "worker", "error")
     readonly_fields = fields
     ordering = ("started_at",)
 
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
+
+class WaitInline(ReadOnlyInline):
+    model = Wait
+    fields = ("step_name", "key", "status", "wake_at", "result", "resolved_at")
+    readonly_fields = fields
+
+
+class PendingInputInline(ReadOnlyInline):
+    model = PendingInput
+    fields = ("input_name", "input_type", "status", "prompt", "response", "responded_by")
+    readonly_fields = fields
+
+
+class EventInline(ReadOnlyInline):
+    model = Event
+    fields = ("name", "payload", "received_at", "consumed_at")
+    readonly_fields = fields
 
 
 @admin.register(WorkflowExecution)
-class WorkflowExecutionAdmin(admin.ModelAdmin):
+class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "short_id",
         "workflow_name",
@@ -25,16 +62,60 @@ class WorkflowExecutionAdmin(admin.ModelAdmin):
         "queue",
         "priority",
         "created_at",
+        "completed_at",
     )
     list_filter = ("status", "workflow_name", "queue", "created_at")
     search_fields = ("id", "workflow_name", "idempotency_key")
     date_hierarchy = "created_at"
-    inlines = [StepExecutionInline]
+    inlines = [StepExecutionInline, WaitInline, PendingInputInline, EventInline]
     readonly_fields = [field.name for field in WorkflowExecution._meta.fields]
+    actions = ["cancel_executions", "resume_executions"]
 
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: WorkflowExecution) -> str:
         return str(obj.id)[:8]
 
-    def has_add_permission(self, request) -> bool:
-        return False
+    @admin.action(description="Cancel selected executions")
+    def cancel_executions(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset, engine.cancel, "cancelled")
+
+    @admin.action(description="Resume selected executions")
+    def resume_executions(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset, engine.resume, "resumed")
+
+    def _apply(self, request, queryset, action, done: str) -> None:
+        succeeded = 0
+        for execution in queryset:
+            try:
+                action(execution.id)
+                succeeded += 1
+            except DurableError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if succeeded:
+            self.message_user(request, f"{succeeded} execution(s) {done}.", messages.SUCCESS)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # The change page is where the actions and the inlines live; fields stay read-only.
+        return request.user.has_perm("django_durable.change_workflowexecution")
+
+
+@admin.register(PendingInput)
+class PendingInputAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("input_name", "input_type", "status", "execution", "timeout_at", "created_at")
+    list_filter = ("status", "input_type")
+    search_fields = ("input_name", "execution__id", "execution__workflow_name")
+    readonly_fields = [field.name for field in PendingInput._meta.fields]
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("name", "execution", "received_at", "consumed_at")
+    list_filter = ("name",)
+    search_fields = ("name", "execution__id")
+    readonly_fields = [field.name for field in Event._meta.fields]
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("name", "host", "pid", "queues", "concurrency", "started_at", "last_seen_at")
+    readonly_fields = [field.name for field in Worker._meta.fields]

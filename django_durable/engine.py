@@ -205,9 +205,7 @@ def cancel(
 
 def _cancel_tree(execution: WorkflowExecution, reason: str | None, now: datetime) -> None:
     _interrupt_attempt(execution, now, "Cancelled", "The execution was cancelled.")
-    PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
-        status=InputStatus.CANCELLED
-    )
+    _withdraw_inputs(execution)
     WorkflowExecution.objects.filter(id=execution.id).update(
         status=ExecutionStatus.CANCELLED,
         cancel_reason=reason,
@@ -216,6 +214,13 @@ def _cancel_tree(execution: WorkflowExecution, reason: str | None, now: datetime
     )
     for child in execution.children.select_for_update().filter(status__in=ACTIVE_STATUSES):
         _cancel_tree(child, reason, now)
+
+
+def _withdraw_inputs(execution: WorkflowExecution) -> None:
+    """Questions of an execution that stopped can no longer be answered."""
+    PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
+        status=InputStatus.CANCELLED
+    )
 
 
 def _interrupt_attempt(
@@ -566,6 +571,7 @@ def expire_deadlines() -> int:
         )
         for execution in overdue:
             _interrupt_attempt(execution, now, "WorkflowTimeout", "The workflow timed out.")
+            _withdraw_inputs(execution)
             WorkflowExecution.objects.filter(id=execution.id).update(
                 **_failed(_workflow_timeout(execution), now)
             )

@@ -1,4 +1,13 @@
-"""Test settings: SQLite in memory by default; DATABASE_URL=postgres://... for PostgreSQL."""
+"""Test settings: SQLite by default; DATABASE_URL=postgres://... for PostgreSQL.
+
+The worker tests (tests/test_worker_processes.py) run `manage.py durable_worker` in
+subprocesses pointed at the test database, so on SQLite the test database is a file
+(an in-memory one is invisible to other processes), and a few DURABLE options can be
+set through the environment to start workers with short leases and heartbeats.
+"""
+
+import os
+import tempfile
 
 import environ
 
@@ -39,9 +48,31 @@ TEMPLATES = [
         },
     }
 ]
-DATABASES = {"default": env.db("DATABASE_URL", default="sqlite:///:memory:")}
+# A file, never ":memory:": the live server's threads and worker subprocesses must each
+# open their own connection (a shared in-memory SQLite connection is not thread-safe).
+_SQLITE_FILE = os.path.join(tempfile.gettempdir(), "django_durable_tests.sqlite3")
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{_SQLITE_FILE}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # One file per test session (pid), so concurrent test runs do not share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"django_durable_tests_{os.getpid()}.sqlite3")
+    }
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-DURABLE = {"QUEUES": {"default": {"concurrency": 4, "poll_interval": 0.2}}}
+DURABLE = {
+    "QUEUES": {
+        "default": {
+            "concurrency": env.int("DURABLE_CONCURRENCY", default=4),
+            "poll_interval": env.float("DURABLE_POLL_INTERVAL", default=0.2),
+        }
+    }
+}
+for _option, _cast in (
+    ("LEASE_SECONDS", env.float),
+    ("HEARTBEAT_SECONDS", env.float),
+    ("SHUTDOWN_GRACE_SECONDS", env.float),
+):
+    if f"DURABLE_{_option}" in os.environ:
+        DURABLE[_option] = _cast(f"DURABLE_{_option}")

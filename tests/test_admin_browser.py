@@ -1,0 +1,88 @@
+"""The admin in a real headless Chromium: log in, find an execution, cancel it."""
+
+import shutil
+
+import pytest
+from django.contrib.auth import get_user_model
+
+import django_durable as durable
+from django_durable import workflow
+from django_durable.testing import run_until_idle
+from django_durable.waits import wait_for_approval
+
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None,
+    reason="Debian chromium is not installed (.ci/run installs it)",
+)
+
+
+def ask_manager(ctx):
+    return {**ctx, "decision": wait_for_approval("manager", prompt="Approve the refund?")}
+
+
+def pay_refund(ctx):
+    return {**ctx, "paid": ctx["decision"] == "approved"}
+
+
+refund = workflow("admin_browser.refund", [ask_manager, pay_refund])
+
+
+@pytest.fixture
+def page(live_server, monkeypatch):
+    # Playwright's sync API runs an event loop in this thread; the ORM calls made by
+    # the test itself are still synchronous and safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page()
+        page.set_default_timeout(15_000)
+        yield page
+        browser.close()
+
+
+def log_in(page, live_server) -> None:
+    get_user_model().objects.create_superuser("admin", "admin@example.com", "secret")
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "secret")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#content")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_lists_an_execution_and_shows_its_steps_and_pending_input(page, live_server):
+    execution_id = durable.start(refund, {"order": 7})
+    run_until_idle()
+    log_in(page, live_server)
+
+    page.goto(f"{live_server.url}/admin/django_durable/workflowexecution/")
+    row = page.locator("#result_list tbody tr").first
+    assert "admin_browser.refund" in row.inner_text()
+    assert "Waiting" in row.inner_text()
+
+    page.goto(f"{live_server.url}/admin/django_durable/workflowexecution/{execution_id}/change/")
+    body = page.locator("#content").inner_text()
+    assert "ask_manager" in body
+    assert "Approve the refund?" in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_cancel_action_cancels_the_selected_execution(page, live_server):
+    execution_id = durable.start(refund, {"order": 8})
+    run_until_idle()
+    log_in(page, live_server)
+
+    page.goto(f"{live_server.url}/admin/django_durable/workflowexecution/")
+    page.check("#result_list tbody input.action-select")
+    page.select_option("select[name=action]", "cancel_executions")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist")
+    assert "1 execution(s) cancelled." in page.locator(".messagelist").inner_text()
+    assert durable.get_execution(execution_id).status == "cancelled"
