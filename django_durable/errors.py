@@ -5,6 +5,16 @@ class DurableError(Exception):
     """Base class: `except DurableError` catches everything this package raises."""
 
 
+class NonRetryableError(DurableError):
+    """Raise (or subclass) this from a step for a failure that retrying cannot fix.
+
+    The step fails at once, whatever its retry policy. Any exception with a class
+    attribute `retryable = False` is treated the same way.
+    """
+
+    retryable = False
+
+
 class WorkflowDefinitionError(DurableError):
     """A workflow or step is defined wrongly (duplicate name, bad option, ...)."""
 

@@ -46,8 +46,9 @@ def wait_for_event(name: str, *, timeout: Any = None, timeout_value: Any = None)
 
 def wait_for_any(names: list[str], *, timeout: Any = None, timeout_value: Any = None) -> Any:
     """`(name, payload)` of the first of `names` to arrive (or `timeout_value`)."""
-    result = _wait_for_events(Wait.Kind.ANY, names, timeout, timeout_value, "wait_for_any")
-    return tuple(result) if isinstance(result, list) else result
+    timed_out = object()
+    result = _wait_for_events(Wait.Kind.ANY, names, timeout, timed_out, "wait_for_any")
+    return timeout_value if result is timed_out else tuple(result)
 
 
 def wait_for_all(names: list[str], *, timeout: Any = None, timeout_value: Any = None) -> Any:
