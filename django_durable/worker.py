@@ -216,8 +216,19 @@ class Worker:
         )
 
     def _remove_stale_workers(self) -> None:
+        """Forget workers that stopped heartbeating, and dead processes on this host."""
         stale_after = timedelta(seconds=max(3 * conf.get("HEARTBEAT_SECONDS"), 10))
         WorkerRow.objects.filter(last_seen_at__lt=clock.now() - stale_after).delete()
+        neighbours = WorkerRow.objects.filter(host=socket.gethostname()).exclude(name=self.name)
+        for row in neighbours:
+            if not _process_alive(row.pid):
+                # Its process is gone for certain, so its work need not wait for the lease.
+                claims.release(
+                    row.name,
+                    "WorkerLost",
+                    "The worker running this attempt died; the step runs again.",
+                )
+                row.delete()
 
     # -- claiming ----------------------------------------------------------------------
 
@@ -407,3 +418,13 @@ class Worker:
             except psycopg.Error as exc:
                 log.warning("Worker %s listener: %s; reconnecting.", self.name, exc)
                 self._stopped.wait(RECONNECT_SECONDS)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
