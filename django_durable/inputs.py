@@ -49,10 +49,7 @@ def provide_input(
             )
         now = clock.now()
         if pending.timeout_at is not None and pending.timeout_at <= now:
-            PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
-                status=InputStatus.TIMED_OUT
-            )
-            wake(execution)
+            # Too late: the step (already due at timeout_at) takes its timeout path.
             raise InputNotPending(f"Input {name!r} timed out at {pending.timeout_at:%c}.")
         cleaned = clean_response(pending, value)
         answered = PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
@@ -149,18 +146,18 @@ def _clean_text(pending: PendingInput, value: Any) -> str:
 
 
 def _clean_approval(pending: PendingInput, value: Any) -> str:
-    try:
+    # Only str and bool: 1 == True and 0 == False, so a plain lookup would accept 1/0.
+    if isinstance(value, (str, bool)) and value in APPROVAL_VALUES:
         return APPROVAL_VALUES[value]
-    except (KeyError, TypeError):
-        raise InvalidInput(
-            f"Input {pending.input_name!r} expects 'approved' or 'rejected' (or True/False), "
-            f"not {value!r}."
-        ) from None
+    raise InvalidInput(
+        f"Input {pending.input_name!r} expects 'approved' or 'rejected' (or True/False), "
+        f"not {value!r}."
+    )
 
 
 def _clean_single_choice(pending: PendingInput, value: Any) -> Any:
     offered = [choice["value"] for choice in pending.choices]
-    if value not in offered:
+    if not _offered(value, offered):
         raise InvalidInput(f"Input {pending.input_name!r}: {value!r} is not one of {offered!r}.")
     return value
 
@@ -169,12 +166,20 @@ def _clean_multi_choice(pending: PendingInput, value: Any) -> list:
     offered = [choice["value"] for choice in pending.choices]
     if not isinstance(value, (list, tuple)):
         raise InvalidInput(f"Input {pending.input_name!r} expects a list of choices.")
-    unknown = [item for item in value if item not in offered]
+    unknown = [item for item in value if not _offered(item, offered)]
     if unknown:
         raise InvalidInput(f"Input {pending.input_name!r}: {unknown!r} not among {offered!r}.")
     if len(set(map(repr, value))) != len(value):
         raise InvalidInput(f"Input {pending.input_name!r}: a choice is given twice.")
     return list(value)
+
+
+def _offered(value: Any, options: list) -> bool:
+    """Whether `value` is one of `options`; True and False are not the choices 1 and 0."""
+    return any(
+        option == value and isinstance(option, bool) == isinstance(value, bool)
+        for option in options
+    )
 
 
 def _clean_form(pending: PendingInput, value: Any) -> dict:
@@ -222,7 +227,7 @@ def _clean_field(input_name: str, field: dict, raw: Any) -> Any:
             raise invalid("true or false")
         return raw
     if kind == "select":
-        if raw not in field["options"]:
+        if not _offered(raw, field["options"]):
             raise invalid(f"one of {field['options']!r}")
         return raw
     return _clean_date(raw, invalid)
@@ -231,13 +236,20 @@ def _clean_field(input_name: str, field: dict, raw: Any) -> Any:
 def _clean_number(raw: Any, invalid) -> int | float | Decimal:
     if isinstance(raw, bool):
         raise invalid("a number")
-    if isinstance(raw, (int, float, Decimal)):
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, (float, Decimal)):
+        # NaN and infinities cannot be stored (and "NaN" != "NaN"), so they are refused.
+        if not Decimal(raw).is_finite():
+            raise invalid("a finite number")
         return raw
     if isinstance(raw, str):
         try:
             number = Decimal(raw.strip())
         except InvalidOperation:
             raise invalid("a number") from None
+        if not number.is_finite():
+            raise invalid("a finite number")
         return int(number) if number == number.to_integral_value() else number
     raise invalid("a number")
 
