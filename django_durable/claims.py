@@ -7,7 +7,7 @@ a conditional UPDATE, which is safe but serialised by the database's single writ
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -90,10 +90,16 @@ def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecut
     return list(WorkflowExecution.objects.filter(id__in=claimed))
 
 
-def renew_leases(worker: str) -> int:
-    """Extend the lease of everything `worker` holds; called by its heartbeat."""
+def renew_leases(worker: str, execution_ids: Collection[uuid.UUID]) -> int:
+    """Extend the leases of the executions `worker` is really working on.
+
+    Only the ids the worker holds in memory: a row it claimed but never heard back
+    about (the reply was lost) must lapse and be reclaimed, not be renewed forever.
+    """
+    if not execution_ids:
+        return 0
     return WorkflowExecution.objects.filter(
-        locked_by=worker, status=ExecutionStatus.RUNNING
+        id__in=list(execution_ids), locked_by=worker, status=ExecutionStatus.RUNNING
     ).update(locked_until=clock.now() + lease_duration())
 
 

@@ -22,13 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import (
-    InterfaceError,
-    OperationalError,
-    close_old_connections,
-    connection,
-    connections,
-)
+from django.db import InterfaceError, OperationalError, connection, connections
 
 from . import claims, clock, conf, engine
 from .dsl import Step
@@ -102,6 +96,7 @@ class Worker:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._attempts: dict[int, Attempt] = {}
+        self._held: set[uuid.UUID] = set()
         self._runners: list[threading.Thread] = []
         self._timers_due = 0.0
 
@@ -216,9 +211,13 @@ class Worker:
         )
 
     def _remove_stale_workers(self) -> None:
-        """Forget workers that stopped heartbeating, and dead processes on this host."""
+        """Forget workers that stopped heartbeating and, on SQLite (one machine), dead
+        processes on this host, so a crashed development worker can restart at once."""
         stale_after = timedelta(seconds=max(3 * conf.get("HEARTBEAT_SECONDS"), 10))
         WorkerRow.objects.filter(last_seen_at__lt=clock.now() - stale_after).delete()
+        if connection.vendor != "sqlite":
+            # Elsewhere, containers may share a host name but not process ids; leases decide.
+            return
         neighbours = WorkerRow.objects.filter(host=socket.gethostname()).exclude(name=self.name)
         for row in neighbours:
             if not _process_alive(row.pid):
@@ -263,6 +262,7 @@ class Worker:
             for execution in claims.claim(self.name, [slot.name], slot.free):
                 with self._lock:
                     slot.busy += 1
+                    self._held.add(execution.id)
                 slot.inbox.put(execution)
                 claimed_any = True
         return claimed_any
@@ -294,13 +294,16 @@ class Worker:
                 finally:
                     with self._lock:
                         slot.busy -= 1
+                        self._held.discard(execution.id)
                         self._attempts.pop(threading.get_ident(), None)
                     self._wake.set()
         finally:
             connections.close_all()
 
     def _run_execution(self, execution: WorkflowExecution, slot: QueueSlots) -> None:
-        close_old_connections()
+        # The thread keeps its connection across executions (whatever CONN_MAX_AGE says:
+        # reconnecting per execution would halve throughput); it is dropped only after a
+        # database error, below.
         try:
             engine.run_claimed(
                 execution,
@@ -366,11 +369,19 @@ class Worker:
                 except DATABASE_ERRORS as exc:
                     log.warning("Worker %s heartbeat: database unavailable (%s).", self.name, exc)
                     connection.close()
+                except WorkerError as exc:
+                    log.error("Worker %s must stop: %s", self.name, exc)
+                    self.stop()
+                except Exception:
+                    # The heartbeat keeps the leases alive: it must outlive any one error.
+                    log.exception("Worker %s heartbeat failed; trying again.", self.name)
         finally:
             connections.close_all()
 
     def _beat(self) -> None:
-        claims.renew_leases(self.name)
+        with self._lock:
+            held = set(self._held)
+        claims.renew_leases(self.name, held)
         seen = WorkerRow.objects.filter(name=self.name).update(last_seen_at=clock.now())
         if not seen:
             self._register()

@@ -2,6 +2,8 @@
 
 from django_durable import workflow
 
+from . import worker_workflows  # noqa: F401
+
 
 def say_hello(ctx):
     return {**ctx, "greeting": f"hello {ctx.get('name', 'world')}"}

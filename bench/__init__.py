@@ -1,0 +1,1 @@
+"""Benchmark for django-durable: see bench/README.md."""
