@@ -75,11 +75,11 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def short_id(self, obj: WorkflowExecution) -> str:
         return str(obj.id)[:8]
 
-    @admin.action(description="Cancel selected executions")
+    @admin.action(description="Cancel selected executions", permissions=["control"])
     def cancel_executions(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._apply(request, queryset, engine.cancel, "cancelled")
 
-    @admin.action(description="Resume selected executions")
+    @admin.action(description="Resume selected executions", permissions=["control"])
     def resume_executions(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._apply(request, queryset, engine.resume, "resumed")
 
@@ -94,8 +94,9 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         if succeeded:
             self.message_user(request, f"{succeeded} execution(s) {done}.", messages.SUCCESS)
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        # The change page is where the actions and the inlines live; fields stay read-only.
+    def has_control_permission(self, request) -> bool:
+        """Who may cancel and resume. The rows themselves are never edited in the admin:
+        a form save would overwrite what a worker commits meanwhile."""
         return request.user.has_perm("django_durable.change_workflowexecution")
 
 

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.core import checks
+from django.db import connections
 
 from .conf import DEFAULTS
 from .dsl import Retry
@@ -73,3 +74,27 @@ def _check_queues(queues) -> list[checks.CheckMessage]:
                 )
             )
     return errors
+
+
+@checks.register(checks.Tags.database)
+def check_sqlite_transaction_mode(
+    app_configs, databases=None, **kwargs
+) -> list[checks.CheckMessage]:
+    """SQLite's deferred transactions fail at once ("database is locked") when a reading
+    transaction must write while a worker thread holds the write lock."""
+    warnings = []
+    for alias in databases or []:
+        options = connections[alias].settings_dict
+        if options["ENGINE"] != "django.db.backends.sqlite3":
+            continue
+        if options.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":
+            warnings.append(
+                checks.Warning(
+                    f"Database {alias!r} is SQLite without "
+                    "OPTIONS['transaction_mode'] = 'IMMEDIATE'.",
+                    hint="Set 'OPTIONS': {'transaction_mode': 'IMMEDIATE', 'timeout': 20} "
+                    "so workers and web requests wait for SQLite's write lock.",
+                    id="durable.W001",
+                )
+            )
+    return warnings

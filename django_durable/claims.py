@@ -61,7 +61,12 @@ def claim(worker: str, queues: Sequence[str] | None, limit: int) -> list[Workflo
 def _claim_skip_locked(worker, queues, limit, now, until) -> list[WorkflowExecution]:
     params = {"now": now, "until": until, "worker": worker, "limit": limit}
     queue_filter = ""
-    if queues is not None:
+    if queues is not None and len(queues) == 1:
+        # `=` rather than `= ANY(...)`, so PostgreSQL walks the partial runnable index in
+        # claim order instead of sorting the whole backlog.
+        queue_filter = "AND run_queue = %(queue)s"
+        params["queue"] = queues[0]
+    elif queues is not None:
         queue_filter = "AND run_queue = ANY(%(queues)s)"
         params["queues"] = list(queues)
     sql = _CLAIM_SQL.format(queue_filter=queue_filter)

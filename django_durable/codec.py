@@ -1,7 +1,9 @@
 """JSON for contexts, with typed round-trips for datetime, date, Decimal and UUID.
 
 Typed values are stored as small tagged objects (`{"__durable__": "decimal", "value":
-"9.99"}`), so plain numbers and strings stay queryable with Django's JSON lookups.
+"9.99"}`), so plain numbers and strings stay queryable with Django's JSON lookups. A
+user's own dict that happens to have the tag key is wrapped (`{"__durable__": "dict",
+"value": {...}}`), so it can never be mistaken for a typed value.
 """
 
 import math
@@ -31,7 +33,11 @@ _DECODERS: dict[str, Callable[[str], Any]] = {
 
 def encode(value: Any, path: str = "") -> Any:
     """Return a JSON-native copy of `value`; raise ContextNotSerializable naming the key."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _not_serializable(path, value, "contains a NUL character (\\x00)")
+        return value
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -42,8 +48,10 @@ def encode(value: Any, path: str = "") -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _not_serializable(_join(path, repr(key)), key, "is not a string key")
+            if "\x00" in key:
+                raise _not_serializable(_join(path, repr(key)), key, "contains a NUL character")
             encoded[key] = encode(item, _join(path, key))
-        return encoded
+        return {TAG: "dict", "value": encoded} if TAG in encoded else encoded
     if isinstance(value, (list, tuple)):
         return [encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
     for kind, tag, to_text in _ENCODERS:
@@ -53,11 +61,21 @@ def encode(value: Any, path: str = "") -> Any:
 
 
 def decode(value: Any) -> Any:
-    """Inverse of `encode`: rebuild typed values from their tagged form."""
+    """Inverse of `encode`: rebuild typed values from their tagged form.
+
+    A tagged object that does not decode (written by hand, say) is returned as it is
+    rather than making the whole execution unreadable.
+    """
     if isinstance(value, dict):
         tag = value.get(TAG)
-        if tag in _DECODERS and len(value) == 2 and "value" in value:
-            return _DECODERS[tag](value["value"])
+        if len(value) == 2 and "value" in value:
+            if tag == "dict" and isinstance(value["value"], dict):
+                return {key: decode(item) for key, item in value["value"].items()}
+            if tag in _DECODERS:
+                try:
+                    return _DECODERS[tag](value["value"])
+                except (TypeError, ValueError, ArithmeticError):
+                    return value
         return {key: decode(item) for key, item in value.items()}
     if isinstance(value, list):
         return [decode(item) for item in value]

@@ -61,15 +61,17 @@ class Retry:
 
     def delay_after(self, attempt: int) -> timedelta:
         """The wait before the attempt that follows failed attempt number `attempt`."""
+        base = self.base.total_seconds()
         if self.backoff == "exponential":
-            delay = self.base * 2**attempt
+            # Cap the exponent too: 2**n overflows a timedelta long before max_attempts does.
+            seconds = base * 2 ** min(attempt, 64)
         elif self.backoff == "linear":
-            delay = self.base * attempt
+            seconds = base * attempt
         else:
-            delay = self.base
+            seconds = base
         if self.jitter:
-            delay *= random.uniform(1 - JITTER_SPREAD, 1 + JITTER_SPREAD)
-        return min(delay, self.max_backoff)
+            seconds *= random.uniform(1 - JITTER_SPREAD, 1 + JITTER_SPREAD)
+        return timedelta(seconds=min(seconds, self.max_backoff.total_seconds()))
 
 
 @dataclass

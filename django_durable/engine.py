@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import QuerySet
 
 from . import claims, clock, codec, conf, registry, waits
@@ -40,7 +40,7 @@ from .models import (
     StepStatus,
     WorkflowExecution,
 )
-from .scope import StepScope, Suspend, entered
+from .scope import StepScope, Superseded, Suspend, entered
 
 _LEASE_CLEARED = {"locked_by": None, "locked_until": None, "run_token": None}
 
@@ -59,6 +59,7 @@ class Outcome:
     error: dict | None = None
     retryable: bool = True
     suspension: Suspend | None = None
+    superseded: bool = False
     logs: list = field(default_factory=list)
 
     @property
@@ -328,13 +329,15 @@ def _fail_unrunnable(execution: WorkflowExecution, exc: DurableError) -> None:
 def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> Outcome:
     """Call the step function on a private copy of the context and judge what it returned."""
     context = execution.context
-    scope = StepScope(execution.id, step.name, execution.step_seq)
+    scope = StepScope(execution.id, run.id, step.name, execution.step_seq)
     try:
         with entered(scope):
             returned = step.fn(copy.deepcopy(context))
     except Suspend as suspension:
         return Outcome(finished_at=clock.now(), suspension=suspension)
-    except Exception as exc:
+    except Superseded:
+        return Outcome(finished_at=clock.now(), superseded=True)
+    except BaseException as exc:  # even SystemExit from a step fails only that step
         finished_at = clock.now()
         if _overran(step, run, finished_at):
             return _timed_out(step, finished_at)
@@ -361,7 +364,7 @@ def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> O
         )
     try:
         codec.encode(returned)
-    except ContextNotSerializable as exc:
+    except (ContextNotSerializable, RecursionError) as exc:
         return Outcome(finished_at=finished_at, retryable=False, error=error_record(exc))
     return Outcome(finished_at=finished_at, context=returned, output=returned)
 
@@ -389,6 +392,9 @@ def _record(
 
     Returns the next attempt when this worker continues with it, else None.
     """
+    if outcome.superseded:
+        _close_superseded(run)
+        return None
     try:
         with transaction.atomic():
             if outcome.suspension is not None:
@@ -399,7 +405,41 @@ def _record(
                 return None
             return _record_success(execution, definition, run, outcome, worker, queues, must_stop)
     except LeaseLost:
+        _close_superseded(run)
         return None
+    except (OperationalError, InterfaceError):
+        raise  # the connection, not the outcome: the worker releases and retries later
+    except Exception as exc:
+        _record_unrecordable(execution, definition, run, outcome, exc)
+        return None
+
+
+def _record_unrecordable(execution, definition, run, outcome, exc: Exception) -> None:
+    """The database refused the outcome (a value it cannot store, say): fail the step
+    for good instead of running it again and again."""
+    prefix = f"The outcome of step {run.step_name!r} could not be stored: "
+    failure = Outcome(
+        finished_at=outcome.finished_at, retryable=False, error=error_record(exc, prefix)
+    )
+    try:
+        with transaction.atomic():
+            _record_failure(execution, definition, run, failure)
+    except LeaseLost:
+        _close_superseded(run)
+
+
+def _close_superseded(run: StepExecution) -> None:
+    """An attempt that lost its execution: close its row if nothing else did."""
+    StepExecution.objects.filter(id=run.id, status=StepStatus.RUNNING).update(
+        status=StepStatus.FAILED,
+        completed_at=clock.now(),
+        error={
+            "type": "Superseded",
+            "message": "The attempt lost its claim (cancelled, timed out or reclaimed); "
+            "its result was discarded.",
+            "traceback": "",
+        },
+    )
 
 
 def _record_success(execution, definition, run, outcome, worker, queues, must_stop):
@@ -532,13 +572,17 @@ def _milliseconds(delta: timedelta) -> int:
     return max(0, int(delta.total_seconds() * 1000))
 
 
-def error_record(exc: BaseException) -> dict:
-    """How an error is stored: its type, message and traceback."""
+def error_record(exc: BaseException, prefix: str = "") -> dict:
+    """How an error is stored: its type, message and traceback (NUL-free for PostgreSQL)."""
     return {
         "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": _storable(prefix + str(exc)),
+        "traceback": _storable("".join(traceback.format_exception(exc))),
     }
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\\x00")
 
 
 # -- timers ----------------------------------------------------------------------------

@@ -35,13 +35,12 @@ def provide_input(
     """Answer a pending input; the waiting step resumes with the (normalised) value."""
     with transaction.atomic():
         execution = lock_active_execution(execution_id, "receive input")
-        pending = (
-            PendingInput.objects.filter(
-                execution=execution, input_name=name, status=InputStatus.PENDING
-            )
-            .order_by("-created_at")
-            .first()
-        )
+        pending = PendingInput.objects.filter(
+            execution=execution,
+            step_seq=execution.step_seq,
+            input_name=name,
+            status=InputStatus.PENDING,
+        ).first()
         if pending is None:
             raise InputNotPending(
                 f"Execution {execution.id} has no pending input named {name!r} (it was never "

@@ -21,9 +21,15 @@ class Suspend(BaseException):  # noqa: N818 - a control-flow signal, not an erro
         self.wake_at = wake_at
 
 
+class Superseded(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised when the running attempt finds it no longer owns its execution (it was
+    cancelled, timed out or reclaimed meanwhile): it stops before writing anything."""
+
+
 @dataclass
 class StepScope:
     execution_id: object
+    run_token: object
     step_name: str
     step_seq: int
     sleeps: int = 0

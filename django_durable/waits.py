@@ -18,8 +18,8 @@ from django.db import IntegrityError, transaction
 from . import clock, events, inputs
 from .durations import to_timedelta
 from .errors import InputTimedOut, WorkflowDefinitionError
-from .models import InputStatus, InputType, PendingInput, Wait, WaitStatus
-from .scope import StepScope, Suspend, current
+from .models import InputStatus, InputType, PendingInput, Wait, WaitStatus, WorkflowExecution
+from .scope import StepScope, Superseded, Suspend, current
 
 ON_TIMEOUT = ("resume", "fail")
 
@@ -165,7 +165,9 @@ def _wait_for_events(kind: str, names: Any, timeout: Any, timeout_value: Any, wh
     key = f"{kind}:{','.join(names)}"
     wait = _wait_row(scope, key, kind, names, lambda now: now + delta if delta else None)
     if wait.status == WaitStatus.WAITING:
-        events.offer_events(wait)
+        with transaction.atomic():
+            _check_still_owner(scope)
+            events.offer_events(wait)
         wait.refresh_from_db()
     if wait.status == WaitStatus.WAITING and _is_due(wait.wake_at):
         _finish(wait, WaitStatus.TIMED_OUT)
@@ -196,6 +198,7 @@ def _wait_row(scope: StepScope, key: str, kind: str, names: list[str], wake_at) 
     now = clock.now()
     try:
         with transaction.atomic():
+            _check_still_owner(scope)
             return Wait.objects.create(
                 execution_id=scope.execution_id,
                 step_seq=scope.step_seq,
@@ -211,23 +214,39 @@ def _wait_row(scope: StepScope, key: str, kind: str, names: list[str], wake_at) 
 
 
 def _pending_input(scope, name, kind, prompt, metadata, fields, choices, timeout) -> PendingInput:
+    key = {"execution_id": scope.execution_id, "step_seq": scope.step_seq, "input_name": name}
+    found = PendingInput.objects.filter(**key).first()
+    if found is not None:
+        return found
     now = clock.now()
-    pending, _ = PendingInput.objects.get_or_create(
-        execution_id=scope.execution_id,
-        step_seq=scope.step_seq,
-        input_name=name,
-        defaults={
-            "step_name": scope.step_name,
-            "input_type": kind,
-            "prompt": prompt,
-            "metadata": metadata or {},
-            "fields": fields,
-            "choices": choices,
-            "timeout_at": now + timeout if timeout else None,
-            "created_at": now,
-        },
+    try:
+        with transaction.atomic():
+            _check_still_owner(scope)
+            return PendingInput.objects.create(
+                **key,
+                step_name=scope.step_name,
+                input_type=kind,
+                prompt=prompt,
+                metadata=metadata or {},
+                fields=fields,
+                choices=choices,
+                timeout_at=now + timeout if timeout else None,
+                created_at=now,
+            )
+    except IntegrityError:
+        return PendingInput.objects.get(**key)
+
+
+def _check_still_owner(scope: StepScope) -> None:
+    """Stop an attempt that lost its execution before it records a wait or takes an
+    event that belongs to whoever runs the step now (call inside a transaction)."""
+    owns = (
+        WorkflowExecution.objects.select_for_update()
+        .filter(id=scope.execution_id, run_token=scope.run_token)
+        .exists()
     )
-    return pending
+    if not owns:
+        raise Superseded(scope.execution_id)
 
 
 def _finish(wait: Wait, status: str) -> None:

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -96,7 +97,9 @@ class Worker:
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._attempts: dict[int, Attempt] = {}
-        self._held: set[uuid.UUID] = set()
+        # Claims being worked on, counted: a timed-out attempt's thread may still be
+        # finishing while another thread already runs the same execution's retry.
+        self._held: Counter[uuid.UUID] = Counter()
         self._runners: list[threading.Thread] = []
         self._timers_due = 0.0
 
@@ -236,9 +239,10 @@ class Worker:
             self._wake.clear()
             try:
                 self._run_timers_if_due()
+                idle = self._idle()  # before claiming: a runner may release work meanwhile
                 if self._claim_into_free_slots():
                     continue
-                if self.burst and self._idle():
+                if self.burst and idle:
                     log.info("Worker %s: nothing runnable, exiting (--burst).", self.name)
                     return
                 woke = self._wake.wait(self._seconds_until_due())
@@ -262,7 +266,7 @@ class Worker:
             for execution in claims.claim(self.name, [slot.name], slot.free):
                 with self._lock:
                     slot.busy += 1
-                    self._held.add(execution.id)
+                    self._held[execution.id] += 1
                 slot.inbox.put(execution)
                 claimed_any = True
         return claimed_any
@@ -273,9 +277,10 @@ class Worker:
 
     def _seconds_until_due(self) -> float:
         """Sleep until the next known due time, at most `poll_interval` (NOTIFY may wake us)."""
-        if all(slot.free <= 0 for slot in self.slots.values()):
+        open_queues = [slot.name for slot in self.slots.values() if slot.free > 0]
+        if not open_queues:
             return self.poll_interval
-        due = claims.next_wakeup(list(self.slots))
+        due = claims.next_wakeup(open_queues)
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.05, (due - clock.now()).total_seconds()))
@@ -294,7 +299,9 @@ class Worker:
                 finally:
                     with self._lock:
                         slot.busy -= 1
-                        self._held.discard(execution.id)
+                        self._held[execution.id] -= 1
+                        if self._held[execution.id] <= 0:
+                            del self._held[execution.id]
                         self._attempts.pop(threading.get_ident(), None)
                     self._wake.set()
         finally:
@@ -321,7 +328,7 @@ class Worker:
             )
             connection.close()
             self._with_database(self._release_execution, execution.id)
-        except Exception:
+        except BaseException:  # a runner thread must survive anything to keep its slot
             log.exception("Worker %s: unexpected error running %s.", self.name, execution.id)
             self._with_database(self._release_execution, execution.id)
 
@@ -380,7 +387,7 @@ class Worker:
 
     def _beat(self) -> None:
         with self._lock:
-            held = set(self._held)
+            held = set(self._held)  # the ids with a positive count
         claims.renew_leases(self.name, held)
         seen = WorkerRow.objects.filter(name=self.name).update(last_seen_at=clock.now())
         if not seen:
@@ -395,10 +402,13 @@ class Worker:
                 for ident, attempt in self._attempts.items()
                 if attempt.timeout is not None and now - attempt.started_at > attempt.timeout
             ]
-            for ident, _ in overdue:
-                del self._attempts[ident]
-        for _, attempt in overdue:
-            if engine.time_out_attempt(attempt.execution_id, attempt.run_id):
+        for ident, attempt in overdue:
+            timed_out = engine.time_out_attempt(attempt.execution_id, attempt.run_id)
+            with self._lock:
+                # Forget it only once handled: after a database error, the next tick retries.
+                if self._attempts.get(ident) is attempt:
+                    del self._attempts[ident]
+            if timed_out:
                 log.warning(
                     "Worker %s: attempt of execution %s overran its step timeout; failed it.",
                     self.name,

@@ -53,6 +53,7 @@ TEMPLATES = [
 _SQLITE_FILE = os.path.join(tempfile.gettempdir(), "django_durable_tests.sqlite3")
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{_SQLITE_FILE}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 20}
     # One file per test session (pid), so concurrent test runs do not share it.
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(tempfile.gettempdir(), f"django_durable_tests_{os.getpid()}.sqlite3")

@@ -591,7 +591,9 @@ def test_failed_attempt_that_lost_its_lease_schedules_nothing():
     assert stored.status == "running"
     assert stored.attempt == 1
     assert stored.error is None
-    assert not StepExecution.objects.filter(execution_id=eid, status="failed").exists()
+    # The stale attempt's own row is closed as superseded; no retry was scheduled.
+    [row] = StepExecution.objects.filter(execution_id=eid)
+    assert (row.attempt, row.status, row.error["type"]) == (1, "failed", "Superseded")
 
 
 @pytest.mark.django_db

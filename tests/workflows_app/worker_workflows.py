@@ -138,3 +138,10 @@ def fail_once(ctx):
 
 
 retried = workflow("worker_tests.retried", [fail_once])
+
+
+def exit_process(ctx):
+    raise SystemExit(2)  # e.g. an argparse-based helper called from a step
+
+
+exits = workflow("worker_tests.exits", [exit_process])

@@ -1,0 +1,257 @@
+"""Bad values and lost claims: nothing may loop forever, crash a worker, or write late.
+
+Each test here pins down a defect found in review: a step whose outcome cannot be
+stored, a step that raises SystemExit, a user dict that looks like a typed value, an
+attempt whose claim was revoked before or while it ran.
+"""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import DataError, OperationalError
+
+import django_durable as durable
+from django_durable import Retry, claims, codec, engine, step, workflow
+from django_durable.checks import check_sqlite_transaction_mode
+from django_durable.models import PendingInput, StepExecution, Wait, WorkflowExecution
+from django_durable.testing import run_until_idle
+from django_durable.waits import wait_for_event, wait_for_input
+from django_durable.worker import Attempt, Worker
+from tests.worker_support import WorkerPool
+
+calls: dict[str, int] = {}
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
+
+
+def _count(name: str) -> int:
+    calls[name] = calls.get(name, 0) + 1
+    return calls[name]
+
+
+def self_referencing(ctx):
+    _count("self_referencing")
+    looped = {"a": 1}
+    looped["self"] = looped
+    return looped
+
+
+def nul_in_output(ctx):
+    _count("nul_in_output")
+    return {"text": "before\x00after"}
+
+
+def nul_in_error(ctx):
+    _count("nul_in_error")
+    raise ValueError("bad byte \x00 here")
+
+
+def exits(ctx):
+    _count("exits")
+    raise SystemExit(3)
+
+
+retrying = Retry(max_attempts=5, backoff="constant", base=1)
+self_ref_wf = workflow("robust.self_ref", [step(self_referencing, retry=retrying)])
+nul_output_wf = workflow("robust.nul_output", [step(nul_in_output, retry=retrying)])
+nul_error_wf = workflow("robust.nul_error", [nul_in_error])
+exits_wf = workflow("robust.exits", [exits])
+
+
+@pytest.mark.django_db
+def test_a_context_that_cannot_be_encoded_fails_the_step_once():
+    execution_id = durable.start(self_ref_wf)
+    assert run_until_idle() == 1
+    execution = durable.get_execution(execution_id)
+    assert execution.status == "failed"
+    assert execution.error["type"] == "RecursionError"
+    assert calls == {"self_referencing": 1}
+
+
+@pytest.mark.django_db
+def test_a_nul_character_in_a_context_is_not_serializable_on_every_database():
+    execution_id = durable.start(nul_output_wf)
+    assert run_until_idle() == 1
+    execution = durable.get_execution(execution_id)
+    assert execution.status == "failed"
+    assert execution.error["type"] == "ContextNotSerializable"
+    assert "'text'" in execution.error["message"]
+    with pytest.raises(durable.InvalidWorkflowInput):
+        durable.start(nul_output_wf, {"name": "a\x00b"})
+    assert WorkflowExecution.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_nul_character_in_an_error_message_is_stored_escaped():
+    execution_id = durable.start(nul_error_wf)
+    run_until_idle()
+    execution = durable.get_execution(execution_id)
+    assert execution.status == "failed"
+    assert execution.error["message"] == "bad byte \\x00 here"
+
+
+@pytest.mark.django_db
+def test_system_exit_in_a_step_fails_that_step_only():
+    execution_id = durable.start(exits_wf)
+    assert run_until_idle() == 1
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.error["type"]) == ("failed", "SystemExit")
+
+
+@pytest.mark.django_db
+def test_an_outcome_the_database_refuses_fails_the_step_instead_of_rerunning_it(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise DataError("value too long for type character varying(255)")
+
+    monkeypatch.setattr(engine, "_record_success", refuse)
+    execution_id = durable.start("tests.hello")
+    assert run_until_idle() == 1
+    execution = durable.get_execution(execution_id)
+    assert execution.status == "failed"
+    assert execution.error["type"] == "DataError"
+    assert "could not be stored" in execution.error["message"]
+
+
+def test_retry_delays_do_not_overflow_for_many_attempts():
+    policy = Retry(max_attempts=200, backoff="exponential", base=1, max_backoff=timedelta(hours=1))
+    assert policy.delay_after(199) == timedelta(hours=1)
+
+
+def test_user_dicts_that_look_like_typed_values_round_trip_unchanged():
+    look_alikes = [
+        {"__durable__": "uuid", "value": "not-a-uuid"},
+        {"__durable__": "uuid", "value": str(uuid.UUID(int=7))},
+        {"__durable__": "dict", "value": {"a": 1}},
+        {"__durable__": "decimal", "value": "1.5", "extra": True},
+    ]
+    for value in look_alikes:
+        assert codec.decode(codec.encode({"payload": value})) == {"payload": value}
+
+
+def test_a_malformed_tagged_value_in_the_database_is_returned_as_it_is():
+    stored = {"__durable__": "decimal", "value": "not a number"}
+    assert codec.decode(stored) == stored
+
+
+@pytest.mark.django_db
+def test_a_webhook_body_that_looks_typed_does_not_break_the_execution():
+    execution_id = durable.start(
+        "tests.hello", {"name": "x", "body": {"__durable__": "uuid", "value": "nope"}}
+    )
+    run_until_idle()
+    execution = durable.get_execution(execution_id)
+    assert execution.status == "completed"
+    assert execution.context["body"] == {"__durable__": "uuid", "value": "nope"}
+
+
+def slow_then_wait(ctx):
+    execution = WorkflowExecution.objects.get(id=ctx["me"])
+    engine.cancel(execution.id, "changed my mind")  # revoked while the step body runs
+    return {**ctx, "answer": wait_for_input("answer")}
+
+
+cancelled_mid_step = workflow("robust.cancelled_mid_step", [slow_then_wait])
+
+
+@pytest.mark.django_db
+def test_an_attempt_cancelled_while_running_records_no_wait():
+    execution_id = durable.start(cancelled_mid_step)
+    WorkflowExecution.objects.filter(id=execution_id).update(context={"me": str(execution_id)})
+    run_until_idle()
+    assert durable.get_execution(execution_id).status == "cancelled"
+    assert not PendingInput.objects.filter(execution_id=execution_id).exists()
+    [row] = StepExecution.objects.filter(execution_id=execution_id)
+    assert (row.status, row.error["type"]) == ("failed", "Cancelled")
+
+
+def takes_event(ctx):
+    return {**ctx, "got": wait_for_event("go")}
+
+
+event_taker = workflow("robust.event_taker", [takes_event])
+
+
+@pytest.mark.django_db
+def test_a_stale_attempt_cannot_take_an_event_meant_for_the_current_one():
+    execution_id = durable.start(event_taker)
+    [stale] = claims.claim("stale-worker", None, 1)
+    durable.send_event(execution_id, "go", "for the real attempt")
+    engine.cancel(execution_id)
+    engine.resume(execution_id)
+    engine.run_claimed(stale, worker="stale-worker", queues=None)  # revoked before it ran
+    assert not Wait.objects.filter(execution_id=execution_id, step_seq=stale.step_seq).exists()
+    run_until_idle()
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.context["got"]) == ("completed", "for the real attempt")
+
+
+@pytest.mark.django_db
+def test_an_attempt_revoked_before_it_started_leaves_no_running_row():
+    execution_id = durable.start("tests.hello")
+    [claimed] = claims.claim("w1", None, 1)
+    engine.cancel(execution_id)
+    engine.run_claimed(claimed, worker="w1", queues=None)
+    rows = StepExecution.objects.filter(execution_id=execution_id)
+    assert [(row.status, row.error["type"]) for row in rows] == [("failed", "Superseded")]
+    assert durable.get_execution(execution_id).status == "cancelled"
+
+
+def test_sqlite_without_immediate_transactions_gets_a_warning(settings):
+    from django.db import connections
+
+    options = connections["default"].settings_dict
+    original = dict(options.get("OPTIONS", {}))
+    try:
+        options["OPTIONS"] = {}
+        warnings = check_sqlite_transaction_mode(None, databases=["default"])
+        if options["ENGINE"] == "django.db.backends.sqlite3":
+            assert [warning.id for warning in warnings] == ["durable.W001"]
+        else:
+            assert warnings == []
+        options["OPTIONS"] = {**original, "transaction_mode": "IMMEDIATE"}
+        assert check_sqlite_transaction_mode(None, databases=["default"]) == []
+    finally:
+        options["OPTIONS"] = original
+
+
+def test_a_step_timeout_check_that_hits_a_database_error_is_tried_again(monkeypatch):
+    worker = Worker(["default"], name="timeouts")
+    attempt = Attempt(
+        execution_id=uuid.uuid4(),
+        run_id=uuid.uuid4(),
+        started_at=engine.clock.now() - timedelta(seconds=10),
+        timeout=timedelta(seconds=1),
+    )
+    worker._attempts[1] = attempt
+    outcomes = [OperationalError("connection lost"), True]
+
+    def time_out_attempt(execution_id, run_id):
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(engine, "time_out_attempt", time_out_attempt)
+    with pytest.raises(OperationalError):
+        worker._time_out_overrunning_attempts()
+    assert worker._attempts == {1: attempt}  # kept, so the next tick tries again
+    worker._time_out_overrunning_attempts()
+    assert worker._attempts == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_system_exit_in_a_step_does_not_stall_a_real_worker(tmp_path):
+    pool = WorkerPool(tmp_path)
+    try:
+        exiting = durable.start("worker_tests.exits")
+        normal = durable.start("tests.hello", {"name": "after"})
+        worker = pool.start(concurrency=1, burst=True)
+        assert worker.wait() == 0, pool.report()
+    finally:
+        pool.close()
+    assert durable.get_execution(exiting).error["type"] == "SystemExit"
+    assert durable.get_execution(normal).status == "completed"
