@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core import checks
 from django.db import connections
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, QUEUE_DEFAULTS
 from .dsl import Retry
 from .errors import WorkflowDefinitionError
 
@@ -57,7 +57,7 @@ def _check_queues(queues) -> list[checks.CheckMessage]:
                 checks.Error(f"DURABLE['QUEUES'][{name!r}] must be a dict.", id="durable.E006")
             )
             continue
-        concurrency = options.get("concurrency", 1)
+        concurrency = options.get("concurrency", QUEUE_DEFAULTS["concurrency"])
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             errors.append(
                 checks.Error(
@@ -65,7 +65,7 @@ def _check_queues(queues) -> list[checks.CheckMessage]:
                     id="durable.E007",
                 )
             )
-        interval = options.get("poll_interval", 1.0)
+        interval = options.get("poll_interval", QUEUE_DEFAULTS["poll_interval"])
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
             errors.append(
                 checks.Error(

@@ -9,6 +9,7 @@ its `run_token`, the id of the attempt allowed to write.
 """
 
 import copy
+import logging
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
@@ -43,6 +44,10 @@ from .models import (
 from .scope import StepScope, Superseded, Suspend, entered
 
 _LEASE_CLEARED = {"locked_by": None, "locked_until": None, "run_token": None}
+UNKNOWN_RETRY = timedelta(minutes=1)
+DEADLINE_BATCH = 500
+
+log = logging.getLogger("django_durable.engine")
 
 
 class LeaseLost(Exception):
@@ -285,7 +290,7 @@ def run_claimed(
         definition = registry.get(execution.workflow_name)
         run = _open_attempt(execution, worker)
     except DurableError as exc:
-        _fail_unrunnable(execution, exc)
+        _set_aside_unrunnable(execution, exc)
         return 0
     attempts = 0
     while run is not None:
@@ -315,15 +320,15 @@ def _open_attempt(execution: WorkflowExecution, worker: str) -> StepExecution:
     return run
 
 
-def _fail_unrunnable(execution: WorkflowExecution, exc: DurableError) -> None:
-    """A claimed execution whose workflow or step this process does not know."""
-    with transaction.atomic():
-        WorkflowExecution.objects.filter(id=execution.id, run_token=execution.run_token).update(
-            status=ExecutionStatus.FAILED,
-            error=error_record(exc),
-            completed_at=clock.now(),
-            **_LEASE_CLEARED,
-        )
+def _set_aside_unrunnable(execution: WorkflowExecution, exc: DurableError) -> None:
+    """A claimed execution whose workflow or step this process does not know, as when a
+    worker still runs older code during a deploy: give it back for a worker that does."""
+    log.warning(
+        "Execution %s cannot run here (%s); retrying in %s.", execution.id, exc, UNKNOWN_RETRY
+    )
+    WorkflowExecution.objects.filter(id=execution.id, run_token=execution.run_token).update(
+        status=ExecutionStatus.PENDING, run_at=clock.now() + UNKNOWN_RETRY, **_LEASE_CLEARED
+    )
 
 
 def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> Outcome:
@@ -612,7 +617,7 @@ def expire_deadlines() -> int:
     with transaction.atomic():
         overdue = WorkflowExecution.objects.select_for_update(skip_locked=True).filter(
             status__in=ACTIVE_STATUSES, deadline__lte=now
-        )
+        )[:DEADLINE_BATCH]
         for execution in overdue:
             _interrupt_attempt(execution, now, "WorkflowTimeout", "The workflow timed out.")
             _withdraw_inputs(execution)

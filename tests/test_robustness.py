@@ -15,7 +15,7 @@ import django_durable as durable
 from django_durable import Retry, claims, codec, engine, step, workflow
 from django_durable.checks import check_sqlite_transaction_mode
 from django_durable.models import PendingInput, StepExecution, Wait, WorkflowExecution
-from django_durable.testing import run_until_idle
+from django_durable.testing import advance_clock, run_until_idle
 from django_durable.waits import wait_for_event, wait_for_input
 from django_durable.worker import Attempt, Worker
 from tests.worker_support import WorkerPool
@@ -255,3 +255,24 @@ def test_system_exit_in_a_step_does_not_stall_a_real_worker(tmp_path):
         pool.close()
     assert durable.get_execution(exiting).error["type"] == "SystemExit"
     assert durable.get_execution(normal).status == "completed"
+
+
+@pytest.mark.django_db
+def test_a_worker_that_does_not_know_the_workflow_gives_the_execution_back(monkeypatch):
+    execution_id = durable.start("tests.hello")
+    [claimed] = claims.claim("old-code", None, 1)
+    from django_durable import registry
+
+    known = registry.get("tests.hello")
+    registry.unregister("tests.hello")
+    try:
+        assert engine.run_claimed(claimed, worker="old-code", queues=None) == 0
+    finally:
+        registry.register(known)
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.locked_by, execution.error) == ("pending", None, None)
+    assert execution.run_at > engine.clock.now()  # not runnable again at once
+    assert not StepExecution.objects.filter(execution_id=execution_id).exists()
+    advance_clock(engine.UNKNOWN_RETRY)
+    run_until_idle()
+    assert durable.get_execution(execution_id).status == "completed"

@@ -697,3 +697,36 @@ def test_an_event_sent_while_the_step_is_parking_is_not_lost():
     assert execution.context == {"x": "while parking"}
     assert calls["parking"] == 2
     assert step_statuses(eid, "event_arrives_while_parking") == ["waiting", "completed"]
+
+
+def must_answer_in_time(ctx):
+    return {**ctx, "answer": wait_for_input("deadline_answer", timeout=hours(1), on_timeout="fail")}
+
+
+answer_in_time = workflow("waits.answer_in_time", [must_answer_in_time])
+
+
+@pytest.mark.django_db
+def test_resume_after_an_input_timed_out_asks_again():
+    from django_durable.models import PendingInput
+
+    execution_id = durable.start(answer_in_time)
+    run_until_idle()
+    advance_clock(hours(2))
+    run_until_idle()
+    failed = durable.get_execution(execution_id)
+    assert (failed.status, failed.error["type"]) == ("failed", "InputTimedOut")
+
+    durable.resume(execution_id)
+    run_until_idle()
+    assert durable.get_execution(execution_id).status == "waiting"
+    statuses = list(
+        PendingInput.objects.filter(execution_id=execution_id)
+        .order_by("created_at")
+        .values_list("status", flat=True)
+    )
+    assert statuses == ["timed_out", "pending"]
+    durable.provide_input(execution_id, "deadline_answer", "in time now")
+    run_until_idle()
+    done = durable.get_execution(execution_id)
+    assert (done.status, done.context["answer"]) == ("completed", "in time now")
