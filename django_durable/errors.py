@@ -63,6 +63,10 @@ class NotInStep(DurableError):
     """A wait was called outside a running workflow step."""
 
 
+class InvalidEventName(DurableError, ValueError):
+    """An event name must be a non-empty string."""
+
+
 class InputNotPending(DurableError):
     """No pending input by that name: never asked, already answered, or timed out."""
 

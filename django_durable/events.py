@@ -12,14 +12,14 @@ from typing import Any
 from django.db import transaction
 
 from . import claims, clock, codec
-from .errors import ExecutionNotActive
+from .errors import ExecutionNotActive, InvalidEventName
 from .models import ACTIVE_STATUSES, Event, ExecutionStatus, Wait, WaitStatus, WorkflowExecution
 
 
 def send_event(execution_id: "uuid.UUID | str", name: str, payload: Any = None) -> None:
     """Deliver an event; a wait parked on it resumes the execution at once."""
     if not isinstance(name, str) or not name:
-        raise ValueError("An event name must be a non-empty string.")
+        raise InvalidEventName(f"An event name must be a non-empty string, not {name!r}.")
     codec.encode(payload, "payload")
     with transaction.atomic():
         execution = lock_active_execution(execution_id, "receive events")
