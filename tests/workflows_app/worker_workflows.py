@@ -145,3 +145,11 @@ def exit_process(ctx):
 
 
 exits = workflow("worker_tests.exits", [exit_process])
+
+
+def on_reports(ctx):
+    return {**ctx, "ran_on": "reports"}
+
+
+reports = workflow("worker_tests.reports", [on_reports], queue="reports")
+gpu_step = workflow("worker_tests.gpu_step", [step(on_reports, queue="gpu")])
