@@ -25,6 +25,7 @@ from .errors import (
     StepReturnedInvalidValue,
     StepTimeout,
     UnknownWorkflow,
+    WaitInsideTransaction,
     WorkflowDefinitionError,
     WorkflowTimeout,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "StepReturnedInvalidValue",
     "StepTimeout",
     "UnknownWorkflow",
+    "WaitInsideTransaction",
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowTimeout",

@@ -2,7 +2,6 @@
 
 from django.conf import settings
 from django.core import checks
-from django.db import connections
 
 from .conf import DEFAULTS, QUEUE_DEFAULTS
 from .dsl import Retry
@@ -76,16 +75,13 @@ def _check_queues(queues) -> list[checks.CheckMessage]:
     return errors
 
 
-@checks.register(checks.Tags.database)
-def check_sqlite_transaction_mode(
-    app_configs, databases=None, **kwargs
-) -> list[checks.CheckMessage]:
+@checks.register()
+def check_sqlite_transaction_mode(app_configs, **kwargs) -> list[checks.CheckMessage]:
     """SQLite's deferred transactions fail at once ("database is locked") when a reading
     transaction must write while a worker thread holds the write lock."""
     warnings = []
-    for alias in databases or []:
-        options = connections[alias].settings_dict
-        if options["ENGINE"] != "django.db.backends.sqlite3":
+    for alias, options in settings.DATABASES.items():
+        if options.get("ENGINE") != "django.db.backends.sqlite3":
             continue
         if options.get("OPTIONS", {}).get("transaction_mode") != "IMMEDIATE":
             warnings.append(

@@ -35,7 +35,7 @@ WITH picked AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE durable_execution AS e
-SET status = 'running', locked_by = %(worker)s, locked_until = %(until)s,
+SET status = 'running', locked_by = %(worker)s, locked_until = %(until)s, error = NULL,
     run_token = gen_random_uuid(), started_at = COALESCE(e.started_at, %(now)s)
 FROM picked
 WHERE e.id = picked.id
@@ -48,7 +48,11 @@ def lease_duration() -> timedelta:
 
 
 def claim(worker: str, queues: Sequence[str] | None, limit: int) -> list[WorkflowExecution]:
-    """Lease up to `limit` due executions to `worker`, highest priority then oldest first."""
+    """Lease up to `limit` due executions to `worker`, highest priority then oldest first.
+
+    A runnable execution carries no error (a failed one is not runnable), except the note
+    left by a worker that could not run it (`engine._set_aside_unrunnable`): cleared here.
+    """
     now = clock.now()
     until = now + lease_duration()
     if connection.vendor == "postgresql":
@@ -87,6 +91,7 @@ def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecut
             status=ExecutionStatus.RUNNING,
             locked_by=worker,
             locked_until=until,
+            error=None,
             run_token=uuid.uuid4(),
             started_at=Coalesce(F("started_at"), now),
         )
@@ -109,12 +114,16 @@ def renew_leases(worker: str, execution_ids: Collection[uuid.UUID]) -> int:
 
 
 def release(
-    worker: str, error_type: str, message: str, execution_id: uuid.UUID | None = None
+    worker: str,
+    error_type: str,
+    message: str,
+    execution_id: uuid.UUID | None = None,
+    run_token: uuid.UUID | None = None,
 ) -> int:
-    """Give back what `worker` holds (or just `execution_id`) so another worker takes it."""
+    """Give back what `worker` holds (or one claim of it) so another worker takes it."""
     held = WorkflowExecution.objects.filter(locked_by=worker, status=ExecutionStatus.RUNNING)
     if execution_id is not None:
-        held = held.filter(id=execution_id)
+        held = held.filter(id=execution_id, run_token=run_token)
     return _requeue(held, error_type, message)
 
 

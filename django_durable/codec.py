@@ -34,8 +34,7 @@ _DECODERS: dict[str, Callable[[str], Any]] = {
 def encode(value: Any, path: str = "") -> Any:
     """Return a JSON-native copy of `value`; raise ContextNotSerializable naming the key."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise _not_serializable(path, value, "contains a NUL character (\\x00)")
+        _check_text(value, path)
         return value
     if value is None or isinstance(value, (bool, int)):
         return value
@@ -48,8 +47,7 @@ def encode(value: Any, path: str = "") -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _not_serializable(_join(path, repr(key)), key, "is not a string key")
-            if "\x00" in key:
-                raise _not_serializable(_join(path, repr(key)), key, "contains a NUL character")
+            _check_text(key, _join(path, repr(key)))
             encoded[key] = encode(item, _join(path, key))
         return {TAG: "dict", "value": encoded} if TAG in encoded else encoded
     if isinstance(value, (list, tuple)):
@@ -80,6 +78,16 @@ def decode(value: Any) -> Any:
     if isinstance(value, list):
         return [decode(item) for item in value]
     return value
+
+
+def _check_text(text: str, path: str) -> None:
+    """Text PostgreSQL's JSON can hold: no NUL character, no lone surrogate."""
+    if "\x00" in text:
+        raise _not_serializable(path, text, "contains a NUL character (\\x00)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _not_serializable(path, text, "is not valid Unicode (a lone surrogate)") from None
 
 
 def _join(path: str, key: str) -> str:

@@ -12,12 +12,13 @@ import copy
 import logging
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import QuerySet
 
 from . import claims, clock, codec, conf, registry, waits
@@ -144,6 +145,8 @@ def _check_start_options(queue: Any, priority: Any, scheduled_at: Any) -> None:
         raise InvalidWorkflowInput("queue must be a non-empty string.")
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InvalidWorkflowInput(f"priority must be an int, not {type(priority).__name__}.")
+    if not -(2**31) <= priority < 2**31:
+        raise InvalidWorkflowInput("priority must fit in 32 bits (-2**31 to 2**31 - 1).")
     if scheduled_at is not None:
         if not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None:
             raise InvalidWorkflowInput("scheduled_at must be a time-zone aware datetime.")
@@ -327,16 +330,21 @@ def _set_aside_unrunnable(execution: WorkflowExecution, exc: DurableError) -> No
         "Execution %s cannot run here (%s); retrying in %s.", execution.id, exc, UNKNOWN_RETRY
     )
     WorkflowExecution.objects.filter(id=execution.id, run_token=execution.run_token).update(
-        status=ExecutionStatus.PENDING, run_at=clock.now() + UNKNOWN_RETRY, **_LEASE_CLEARED
+        status=ExecutionStatus.PENDING,
+        run_at=clock.now() + UNKNOWN_RETRY,
+        error=error_record(exc),  # shown in the admin until a worker that knows it claims it
+        **_LEASE_CLEARED,
     )
 
 
 def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> Outcome:
     """Call the step function on a private copy of the context and judge what it returned."""
     context = execution.context
-    scope = StepScope(execution.id, run.id, step.name, execution.step_seq)
+    scope = StepScope(
+        execution.id, run.id, step.name, execution.step_seq, len(connection.atomic_blocks)
+    )
     try:
-        with entered(scope):
+        with entered(scope), _shielded_caller_transaction():
             returned = step.fn(copy.deepcopy(context))
     except Suspend as suspension:
         return Outcome(finished_at=clock.now(), suspension=suspension)
@@ -372,6 +380,41 @@ def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> O
     except (ContextNotSerializable, RecursionError) as exc:
         return Outcome(finished_at=finished_at, retryable=False, error=error_record(exc))
     return Outcome(finished_at=finished_at, context=returned, output=returned)
+
+
+@contextmanager
+def _shielded_caller_transaction() -> Iterator[None]:
+    """Keep a step's database error from poisoning a transaction the engine runs in.
+
+    A worker runs steps in autocommit and needs nothing. `run_until_idle` inside a test's
+    transaction does: a failed query would abort that transaction and the engine could
+    not record the failure, so the step runs behind a savepoint, rolled back only when
+    the step left the transaction broken.
+    """
+    if not connection.in_atomic_block:
+        yield
+        return
+    savepoint = transaction.savepoint()
+    try:
+        yield
+    except BaseException:
+        if _transaction_broken():
+            transaction.savepoint_rollback(savepoint)
+            transaction.set_rollback(False)
+        else:
+            transaction.savepoint_commit(savepoint)
+        raise
+    transaction.savepoint_commit(savepoint)
+
+
+def _transaction_broken() -> bool:
+    if connection.needs_rollback:
+        return True
+    if connection.vendor != "postgresql":
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return connection.connection.info.transaction_status == TransactionStatus.INERROR
 
 
 def _overran(step: Step, run: StepExecution, finished_at: datetime) -> bool:

@@ -63,6 +63,16 @@ class NotInStep(DurableError):
     """A wait was called outside a running workflow step."""
 
 
+class WaitInsideTransaction(DurableError):
+    """A wait was called inside the step's own `transaction.atomic()` block.
+
+    Parking would roll back the wait's own record, so the step fails instead (at once:
+    retrying would hit the same wall). Wait outside the block.
+    """
+
+    retryable = False
+
+
 class InvalidEventName(DurableError, ValueError):
     """An event name must be a non-empty string."""
 

@@ -12,14 +12,22 @@ from typing import Any
 from django.db import transaction
 
 from . import claims, clock, codec
-from .errors import ExecutionNotActive, InvalidEventName
+from .errors import ContextNotSerializable, ExecutionNotActive, InvalidEventName
 from .models import ACTIVE_STATUSES, Event, ExecutionStatus, Wait, WaitStatus, WorkflowExecution
+
+MAX_NAME_LENGTH = Event._meta.get_field("name").max_length
 
 
 def send_event(execution_id: "uuid.UUID | str", name: str, payload: Any = None) -> None:
     """Deliver an event; a wait parked on it resumes the execution at once."""
-    if not isinstance(name, str) or not name:
-        raise InvalidEventName(f"An event name must be a non-empty string, not {name!r}.")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+        raise InvalidEventName(
+            f"An event name must be a string of 1 to {MAX_NAME_LENGTH} characters, not {name!r}."
+        )
+    try:
+        codec.encode(name, "name")
+    except ContextNotSerializable as exc:
+        raise InvalidEventName(str(exc)) from None
     codec.encode(payload, "payload")
     with transaction.atomic():
         execution = lock_active_execution(execution_id, "receive events")

@@ -15,11 +15,12 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import clock
-from .errors import InputNotPending, InvalidInput, WorkflowDefinitionError
+from . import clock, codec
+from .errors import ContextNotSerializable, InputNotPending, InvalidInput, WorkflowDefinitionError
 from .events import lock_active_execution, wake
 from .models import InputStatus, InputType, PendingInput
 
+MAX_EXPONENT = 300
 FIELD_TYPES = ("text", "textarea", "number", "boolean", "select", "date", "email")
 APPROVAL_VALUES = {
     True: "approved",
@@ -33,6 +34,7 @@ def provide_input(
     execution_id: "uuid.UUID | str", name: str, value: Any, *, responded_by: str | None = None
 ) -> Any:
     """Answer a pending input; the waiting step resumes with the (normalised) value."""
+    _check_responder(responded_by)
     with transaction.atomic():
         execution = lock_active_execution(execution_id, "receive input")
         pending = PendingInput.objects.filter(
@@ -132,8 +134,23 @@ def normalise_fields(fields: Any) -> list[dict]:
 
 def clean_response(pending: PendingInput, value: Any) -> Any:
     """The value to store for `pending`, or InvalidInput saying what is wrong."""
-    cleaner = _CLEANERS[pending.input_type]
-    return cleaner(pending, value)
+    cleaned = _CLEANERS[pending.input_type](pending, value)
+    try:
+        codec.encode(cleaned, pending.input_name)
+    except ContextNotSerializable as exc:
+        raise InvalidInput(str(exc)) from None
+    return cleaned
+
+
+def _check_responder(responded_by: Any) -> None:
+    if responded_by is None:
+        return
+    if not isinstance(responded_by, str) or len(responded_by) > 255:
+        raise InvalidInput("responded_by must be a string of at most 255 characters.")
+    try:
+        codec.encode(responded_by, "responded_by")
+    except ContextNotSerializable as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _clean_text(pending: PendingInput, value: Any) -> str:
@@ -236,6 +253,8 @@ def _clean_number(raw: Any, invalid) -> int | float | Decimal:
     if isinstance(raw, bool):
         raise invalid("a number")
     if isinstance(raw, int):
+        if abs(raw) >= 10**MAX_EXPONENT:
+            raise invalid(f"a number within 1e±{MAX_EXPONENT}")
         return raw
     if isinstance(raw, (float, Decimal)):
         # NaN and infinities cannot be stored (and "NaN" != "NaN"), so they are refused.
@@ -249,6 +268,9 @@ def _clean_number(raw: Any, invalid) -> int | float | Decimal:
             raise invalid("a number") from None
         if not number.is_finite():
             raise invalid("a finite number")
+        if abs(number.adjusted()) > MAX_EXPONENT:
+            # int(Decimal("1e2000000")) would hold the execution's lock for minutes.
+            raise invalid(f"a number within 1e±{MAX_EXPONENT}")
         return int(number) if number == number.to_integral_value() else number
     raise invalid("a number")
 

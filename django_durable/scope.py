@@ -6,7 +6,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
-from .errors import NotInStep
+from django.db import connection
+
+from .errors import NotInStep, WaitInsideTransaction
 
 
 class Suspend(BaseException):  # noqa: N818 - a control-flow signal, not an error
@@ -32,6 +34,7 @@ class StepScope:
     run_token: object
     step_name: str
     step_seq: int
+    atomic_depth: int = 0
     sleeps: int = 0
 
     def next_sleep_key(self) -> str:
@@ -48,6 +51,11 @@ def current(what: str) -> StepScope:
     scope = _current.get()
     if scope is None:
         raise NotInStep(f"{what}() can only be called inside a running workflow step.")
+    if len(connection.atomic_blocks) > scope.atomic_depth:
+        raise WaitInsideTransaction(
+            f"{what}() was called inside transaction.atomic(); parking the step would roll "
+            "back the wait itself. Call it outside the atomic block."
+        )
     return scope
 
 

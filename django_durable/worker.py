@@ -327,10 +327,10 @@ class Worker:
                 exc,
             )
             connection.close()
-            self._with_database(self._release_execution, execution.id)
+            self._with_database(self._release_execution, execution)
         except BaseException:  # a runner thread must survive anything to keep its slot
             log.exception("Worker %s: unexpected error running %s.", self.name, execution.id)
-            self._with_database(self._release_execution, execution.id)
+            self._with_database(self._release_execution, execution)
 
     def _track_attempt(self, run: StepExecution, step: Step) -> None:
         with self._lock:
@@ -341,12 +341,15 @@ class Worker:
                 timeout=step.timeout,
             )
 
-    def _release_execution(self, execution_id: uuid.UUID) -> None:
+    def _release_execution(self, execution: WorkflowExecution) -> None:
+        """Give back this thread's claim only: `run_token` is the attempt it last held, so
+        a timed-out thread cannot release the retry another thread is running."""
         claims.release(
             self.name,
             "WorkerError",
             "The worker hit an error while recording this attempt; the step runs again.",
-            execution_id=execution_id,
+            execution_id=execution.id,
+            run_token=execution.run_token,
         )
 
     def _with_database(self, action, *args, attempts: int = 5) -> None:
@@ -368,22 +371,28 @@ class Worker:
         next_beat = 0.0
         try:
             while not self._stopped.wait(TICK_SECONDS):
-                try:
-                    self._time_out_overrunning_attempts()
-                    if time.monotonic() >= next_beat:
-                        self._beat()
-                        next_beat = time.monotonic() + conf.get("HEARTBEAT_SECONDS")
-                except DATABASE_ERRORS as exc:
-                    log.warning("Worker %s heartbeat: database unavailable (%s).", self.name, exc)
-                    connection.close()
-                except WorkerError as exc:
-                    log.error("Worker %s must stop: %s", self.name, exc)
-                    self.stop()
-                except Exception:
-                    # The heartbeat keeps the leases alive: it must outlive any one error.
-                    log.exception("Worker %s heartbeat failed; trying again.", self.name)
+                # Two duties, guarded apart: a failing timeout check must not stop the
+                # lease renewals, or every step of this worker would run again elsewhere.
+                self._guarded(self._time_out_overrunning_attempts)
+                if time.monotonic() >= next_beat and self._guarded(self._beat):
+                    next_beat = time.monotonic() + conf.get("HEARTBEAT_SECONDS")
         finally:
             connections.close_all()
+
+    def _guarded(self, duty) -> bool:
+        """Run a heartbeat duty; the heartbeat thread must outlive any one error."""
+        try:
+            duty()
+            return True
+        except DATABASE_ERRORS as exc:
+            log.warning("Worker %s heartbeat: database unavailable (%s).", self.name, exc)
+            connection.close()
+        except WorkerError as exc:
+            log.error("Worker %s must stop: %s", self.name, exc)
+            self.stop()
+        except Exception:
+            log.exception("Worker %s heartbeat: %s failed; trying again.", self.name, duty.__name__)
+        return False
 
     def _beat(self) -> None:
         with self._lock:

@@ -13,7 +13,6 @@ from django.db import DataError, OperationalError
 
 import django_durable as durable
 from django_durable import Retry, claims, codec, engine, step, workflow
-from django_durable.checks import check_sqlite_transaction_mode
 from django_durable.models import PendingInput, StepExecution, Wait, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
 from django_durable.waits import wait_for_event, wait_for_input
@@ -200,22 +199,18 @@ def test_an_attempt_revoked_before_it_started_leaves_no_running_row():
     assert durable.get_execution(execution_id).status == "cancelled"
 
 
-def test_sqlite_without_immediate_transactions_gets_a_warning(settings):
-    from django.db import connections
+@pytest.mark.filterwarnings("ignore:Overriding setting DATABASES")
+def test_sqlite_without_immediate_transactions_gets_a_warning_from_manage_py_check(settings):
+    from django.core.checks import run_checks
 
-    options = connections["default"].settings_dict
-    original = dict(options.get("OPTIONS", {}))
-    try:
-        options["OPTIONS"] = {}
-        warnings = check_sqlite_transaction_mode(None, databases=["default"])
-        if options["ENGINE"] == "django.db.backends.sqlite3":
-            assert [warning.id for warning in warnings] == ["durable.W001"]
-        else:
-            assert warnings == []
-        options["OPTIONS"] = {**original, "transaction_mode": "IMMEDIATE"}
-        assert check_sqlite_transaction_mode(None, databases=["default"]) == []
-    finally:
-        options["OPTIONS"] = original
+    sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": "dev.sqlite3"}
+    settings.DATABASES = {**settings.DATABASES, "dev": sqlite}
+    assert "durable.W001" in [message.id for message in run_checks()]
+    settings.DATABASES = {
+        **settings.DATABASES,
+        "dev": {**sqlite, "OPTIONS": {"transaction_mode": "IMMEDIATE"}},
+    }
+    assert "durable.W001" not in [message.id for message in run_checks()]
 
 
 def test_a_step_timeout_check_that_hits_a_database_error_is_tried_again(monkeypatch):
@@ -270,9 +265,133 @@ def test_a_worker_that_does_not_know_the_workflow_gives_the_execution_back(monke
     finally:
         registry.register(known)
     execution = durable.get_execution(execution_id)
-    assert (execution.status, execution.locked_by, execution.error) == ("pending", None, None)
+    assert (execution.status, execution.locked_by) == ("pending", None)
+    assert execution.error["type"] == "UnknownWorkflow"  # why it waits, for the admin
     assert execution.run_at > engine.clock.now()  # not runnable again at once
     assert not StepExecution.objects.filter(execution_id=execution_id).exists()
     advance_clock(engine.UNKNOWN_RETRY)
     run_until_idle()
-    assert durable.get_execution(execution_id).status == "completed"
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.error) == ("completed", None)
+
+
+def waits_inside_atomic(ctx):
+    from django.db import transaction
+
+    _count("waits_inside_atomic")
+    with transaction.atomic():
+        return {**ctx, "got": wait_for_event("never")}
+
+
+atomic_wait = workflow("robust.atomic_wait", [step(waits_inside_atomic, retry=retrying)])
+
+
+@pytest.mark.django_db
+def test_a_wait_inside_the_steps_own_transaction_fails_the_step_clearly():
+    execution_id = durable.start(atomic_wait)
+    assert run_until_idle() == 1
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.error["type"]) == ("failed", "WaitInsideTransaction")
+    assert calls == {"waits_inside_atomic": 1}  # not retried, not looping
+    assert not Wait.objects.filter(execution_id=execution_id).exists()
+
+
+def bad_query(ctx):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM no_such_table_here")
+    return ctx
+
+
+db_error = workflow("robust.db_error", [bad_query])
+
+
+@pytest.mark.django_db
+def test_a_database_error_in_a_step_under_a_test_transaction_is_recorded():
+    execution_id = durable.start(db_error)
+    assert run_until_idle() == 1
+    execution = durable.get_execution(execution_id)
+    assert execution.status == "failed"
+    assert "no_such_table_here" in execution.error["message"]
+    assert durable.start("tests.hello")  # the test's own transaction is still usable
+
+
+@pytest.mark.django_db
+def test_values_the_database_cannot_hold_get_the_documented_errors():
+    with pytest.raises(durable.InvalidWorkflowInput, match="surrogate"):
+        durable.start("tests.hello", {"name": "\ud800"})
+    with pytest.raises(durable.InvalidWorkflowInput, match="32 bits"):
+        durable.start("tests.hello", priority=2**40)
+    execution_id = durable.start(event_taker)
+    with pytest.raises(durable.InvalidEventName):
+        durable.send_event(execution_id, "go\x00")
+    with pytest.raises(durable.InvalidEventName):
+        durable.send_event(execution_id, "x" * 201)
+    with pytest.raises(durable.ContextNotSerializable):
+        durable.send_event(execution_id, "go", {"text": "\ud800"})
+    assert not durable.get_execution(execution_id, include_steps=True).steps
+
+
+def asks_for_text(ctx):
+    return {**ctx, "text": wait_for_input("note")}
+
+
+text_input = workflow("robust.text_input", [asks_for_text])
+
+
+@pytest.mark.django_db
+def test_answers_the_database_cannot_hold_are_invalid_input():
+    execution_id = durable.start(text_input)
+    run_until_idle()
+    with pytest.raises(durable.InvalidInput, match="NUL"):
+        durable.provide_input(execution_id, "note", "a\x00b")
+    with pytest.raises(durable.InvalidInput, match="responded_by"):
+        durable.provide_input(execution_id, "note", "fine", responded_by="x" * 300)
+    with pytest.raises(durable.InvalidInput, match="NUL"):
+        durable.provide_input(execution_id, "note", "fine", responded_by="a\x00")
+    assert PendingInput.objects.get(execution_id=execution_id).status == "pending"
+
+
+def asks_for_amount(ctx):
+    form = wait_for_input("amount", type="form", fields=[{"name": "n", "type": "number"}])
+    return {**ctx, "form": form}
+
+
+amount_input = workflow("robust.amount_input", [asks_for_amount])
+
+
+@pytest.mark.django_db
+def test_absurdly_large_numbers_are_refused_at_once():
+    execution_id = durable.start(amount_input)
+    run_until_idle()
+    for value in ("1e2000000", "1e5000", 10**400):
+        with pytest.raises(durable.InvalidInput, match="within"):
+            durable.provide_input(execution_id, "amount", {"n": value})
+    assert durable.provide_input(execution_id, "amount", {"n": "1e3"}) == {"n": 1000}
+
+
+@pytest.mark.django_db
+def test_releasing_one_claim_needs_its_run_token():
+    execution_id = durable.start("tests.hello")
+    [claimed] = claims.claim("w1", None, 1)
+    assert claims.release("w1", "WorkerError", "x", execution_id, run_token=uuid.uuid4()) == 0
+    assert durable.get_execution(execution_id).status == "running"
+    assert claims.release("w1", "WorkerError", "x", execution_id, claimed.run_token) == 1
+    assert durable.get_execution(execution_id).status == "pending"
+
+
+def test_a_failing_heartbeat_duty_does_not_stop_the_others():
+    worker = Worker(["default"], name="guarded")
+    ran = []
+
+    def broken():
+        raise RuntimeError("timeout bookkeeping broke")
+
+    def beat():
+        ran.append("beat")
+
+    assert worker._guarded(broken) is False
+    assert worker._guarded(beat) is True
+    assert ran == ["beat"]
+    assert worker.state == "running"
