@@ -14,10 +14,15 @@ from .models import Event, PendingInput, StepExecution, Wait, Worker, WorkflowEx
 
 
 class ReadOnlyMixin:
+    """Rows change only through the engine: never added, edited or deleted here."""
+
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 
