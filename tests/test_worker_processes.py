@@ -355,16 +355,55 @@ def test_sigterm_lets_the_running_step_finish_and_exits_cleanly(workers, tmp_pat
     [run] = attempts(execution_id, "hold")
     assert (run.status, run.worker) == ("completed", worker.name)
     assert execution.context["held_by"] == worker.pid
-    assert (execution.status, execution.current_step) in [
-        ("pending", "after_hold"),
-        ("completed", None),
-    ]
+    # A stopping worker records the step it was running but starts no new one.
+    assert (execution.status, execution.current_step) == ("pending", "after_hold")
 
     # The rest is picked up by the next worker (on SQLite too: the clean exit removed
     # the worker's row, so another may start at once).
     assert workers.start(burst=True).wait() == 0, workers.report()
     assert WorkflowExecution.objects.get(id=execution_id).status == "completed"
     assert [run.status for run in attempts(execution_id)] == ["completed", "completed"]
+
+
+def test_a_step_still_running_when_the_grace_period_ends_is_released(workers, tmp_path):
+    worker = workers.start(grace=1)
+    execution_id = start_held_and_wait_until_entered(worker, tmp_path, "grace")
+
+    worker.terminate()
+    assert worker.wait() == 0, workers.report()  # without the marker: the step never ends
+
+    assert_nothing_locked()
+    execution = WorkflowExecution.objects.get(id=execution_id)
+    assert (execution.status, execution.current_step) == ("pending", "hold")
+    [run] = attempts(execution_id, "hold")
+    assert (run.status, run.error["type"]) == ("failed", "WorkerStopped")
+    assert "released 1 execution" in worker.log()
+    (tmp_path / "release").touch()
+    assert workers.start(burst=True).wait() == 0, workers.report()
+    assert WorkflowExecution.objects.get(id=execution_id).status == "completed"
+
+
+def test_a_second_signal_exits_at_once(workers, tmp_path):
+    worker = workers.start(grace=60)
+    start_held_and_wait_until_entered(worker, tmp_path, "twice")
+
+    worker.terminate()
+    wait_for(lambda: "stopping" in worker.log(), "the worker to stop", report=workers.report)
+    worker.send(signal.SIGINT)
+    assert worker.wait(timeout=10) == 1, workers.report()  # not the 60 s grace period
+    assert "Second signal" in worker.log()
+
+
+def test_a_worker_runs_no_more_steps_at_once_than_its_concurrency(workers, tmp_path):
+    ids = [held.start({"dir": str(tmp_path), "key": index}) for index in range(4)]
+    worker = workers.start(concurrency=2)
+    wait_for(lambda: len(entered_pids(tmp_path)) >= 2, "two steps to start", report=workers.report)
+    time.sleep(1)  # room for a third step to start, if the limit did not hold
+    assert len(entered_pids(tmp_path)) == 2
+    assert count(id__in=ids, status="running") == 2
+    (tmp_path / "release").touch()
+    wait_until_completed(ids, workers)
+    assert entered_pids(tmp_path) == [worker.pid] * 4
 
 
 def test_burst_exits_once_nothing_is_runnable(workers, tmp_path):
@@ -399,6 +438,11 @@ def test_step_timeout_fails_the_overrunning_attempt_and_discards_its_late_result
         "StepTimeout",
     )
     assert timed_out.output is None
+    # The worker's watchdog, not the late return, failed the attempt: its row was closed
+    # and the retry had started before the 3-second call came back.
+    overrun_call = timedelta(seconds=3)
+    assert timed_out.completed_at - timed_out.started_at < overrun_call
+    assert retried_run.started_at - timed_out.started_at < overrun_call
     assert (retried_run.attempt, retried_run.status) == (2, "completed")
     assert retried_run.output["value"] == "second"
     execution = WorkflowExecution.objects.get(id=execution_id)
