@@ -23,7 +23,7 @@ def check_durable_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
             )
         )
     errors += _check_queues(options.get("QUEUES", DEFAULTS["QUEUES"]))
-    for name in ("LEASE_SECONDS", "HEARTBEAT_SECONDS", "SHUTDOWN_GRACE_SECONDS"):
+    for name in ("LEASE_SECONDS", "HEARTBEAT_SECONDS", "SHUTDOWN_GRACE_SECONDS", "MAX_RECOVERIES"):
         value = options.get(name, DEFAULTS[name])
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             errors.append(

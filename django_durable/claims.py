@@ -142,25 +142,39 @@ def _requeue(executions, error_type: str, message: str) -> int:
     """Turn held executions back to pending and close their interrupted attempts.
 
     Clearing `run_token` fences the interrupted attempt: if it is still running
-    somewhere, nothing it returns can be recorded.
+    somewhere, nothing it returns can be recorded. An interruption does not use up a
+    retry, so a step interrupted DURABLE["MAX_RECOVERIES"] times in a row (one that
+    kills its worker, say) fails instead of running forever.
     """
     now = clock.now()
+    limit = conf.get("MAX_RECOVERIES")
     with transaction.atomic():
         rows = list(
             executions.select_for_update(skip_locked=True).values_list(
-                "id", "run_token", "run_queue"
+                "id", "run_token", "run_queue", "recoveries"
             )
         )
         if not rows:
             return 0
-        WorkflowExecution.objects.filter(
-            id__in=[row[0] for row in rows], status=ExecutionStatus.RUNNING
-        ).update(
+        lease_cleared = {"locked_by": None, "locked_until": None, "run_token": None}
+        exhausted = [row[0] for row in rows if row[3] + 1 >= limit]
+        held = WorkflowExecution.objects.filter(status=ExecutionStatus.RUNNING)
+        held.filter(id__in=[row[0] for row in rows if row[0] not in exhausted]).update(
             status=ExecutionStatus.PENDING,
             run_at=now,
-            locked_by=None,
-            locked_until=None,
-            run_token=None,
+            recoveries=F("recoveries") + 1,
+            **lease_cleared,
+        )
+        held.filter(id__in=exhausted).update(
+            status=ExecutionStatus.FAILED,
+            completed_at=now,
+            error={
+                "type": "TooManyInterruptions",
+                "message": f"The step was interrupted {limit} times in a row ({error_type}: "
+                f"{message}); it is not run again. Resume the execution to try once more.",
+                "traceback": "",
+            },
+            **lease_cleared,
         )
         StepExecution.objects.filter(
             id__in=[row[1] for row in rows if row[1]], status=StepStatus.RUNNING

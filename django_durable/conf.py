@@ -12,6 +12,7 @@ DEFAULTS: dict[str, Any] = {
     "LOG_CAPTURE": True,
     "SCHEDULE_AUTO_DISABLE_AFTER": 10,
     "SHUTDOWN_GRACE_SECONDS": 30,
+    "MAX_RECOVERIES": 10,
 }
 
 QUEUE_DEFAULTS: dict[str, Any] = {"concurrency": 10, "poll_interval": 1.0}

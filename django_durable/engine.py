@@ -260,6 +260,7 @@ def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
             current_step=current,
             attempt=1,
             step_seq=execution.step_seq + 1,
+            recoveries=0,
             error=None,
             completed_at=None,
             run_at=now,
@@ -510,6 +511,7 @@ def _record_success(execution, definition, run, outcome, worker, queues, must_st
             context=outcome.context,
             current_step=None,
             completed_at=now,
+            recoveries=0,
             **_LEASE_CLEARED,
         )
         _close_attempt(run, StepStatus.COMPLETED, outcome)
@@ -521,6 +523,7 @@ def _record_success(execution, definition, run, outcome, worker, queues, must_st
         "current_step": next_name,
         "attempt": 1,
         "step_seq": execution.step_seq + 1,
+        "recoveries": 0,
     }
     if not stays_here:
         _advance(
@@ -552,7 +555,13 @@ def _record_success(execution, definition, run, outcome, worker, queues, must_st
 def _record_suspension(execution, run, outcome) -> None:
     """Park the execution on its wait, unless the wait was satisfied while parking."""
     suspension = outcome.suspension
-    _advance(execution, status=ExecutionStatus.WAITING, run_at=suspension.wake_at, **_LEASE_CLEARED)
+    _advance(
+        execution,
+        status=ExecutionStatus.WAITING,
+        run_at=suspension.wake_at,
+        recoveries=0,  # the attempt ended normally
+        **_LEASE_CLEARED,
+    )
     _close_attempt(run, StepStatus.WAITING, outcome)
     if waits.can_resume(execution.id, execution.step_seq, suspension.key):
         WorkflowExecution.objects.filter(id=execution.id).update(run_at=outcome.finished_at)
@@ -567,6 +576,7 @@ def _record_failure(execution, definition, run, outcome) -> None:
             execution,
             status=ExecutionStatus.PENDING,
             attempt=execution.attempt + 1,
+            recoveries=0,
             run_at=now + policy.delay_after(execution.attempt),
             **_LEASE_CLEARED,
         )

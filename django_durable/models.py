@@ -91,6 +91,7 @@ class WorkflowExecution(models.Model):
     current_step = models.CharField(max_length=200, null=True, blank=True)
     attempt = models.PositiveIntegerField(default=1)
     step_seq = models.PositiveIntegerField(default=1)
+    recoveries = models.PositiveIntegerField(default=0)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )

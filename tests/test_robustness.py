@@ -395,3 +395,40 @@ def test_a_failing_heartbeat_duty_does_not_stop_the_others():
     assert worker._guarded(beat) is True
     assert ran == ["beat"]
     assert worker.state == "running"
+
+
+@pytest.mark.django_db
+def test_a_step_interrupted_again_and_again_fails_after_max_recoveries(settings):
+    settings.DURABLE = {**settings.DURABLE, "MAX_RECOVERIES": 3}
+    execution_id = durable.start("tests.hello")
+    for interruption in range(1, 4):
+        [claimed] = claims.claim(f"crashing-{interruption}", None, 1)
+        WorkflowExecution.objects.filter(id=execution_id).update(
+            locked_until=engine.clock.now() - timedelta(seconds=1)
+        )
+        assert claims.reclaim_expired_leases() == 1
+        execution = durable.get_execution(execution_id)
+        if interruption < 3:
+            assert (execution.status, execution.recoveries) == ("pending", interruption)
+    assert (execution.status, execution.error["type"]) == ("failed", "TooManyInterruptions")
+    assert execution.locked_by is None
+    assert StepExecution.objects.filter(execution_id=execution_id, status="running").count() == 0
+
+    durable.resume(execution_id)  # a person decides to try once more
+    run_until_idle()
+    assert durable.get_execution(execution_id).status == "completed"
+
+
+@pytest.mark.django_db
+def test_a_completed_attempt_resets_the_interruption_count(settings):
+    settings.DURABLE = {**settings.DURABLE, "MAX_RECOVERIES": 2}
+    execution_id = durable.start("tests.hello")
+    claims.claim("crashing", None, 1)
+    WorkflowExecution.objects.filter(id=execution_id).update(
+        locked_until=engine.clock.now() - timedelta(seconds=1)
+    )
+    claims.reclaim_expired_leases()
+    assert durable.get_execution(execution_id).recoveries == 1
+    run_until_idle()
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.recoveries) == ("completed", 0)
