@@ -190,51 +190,47 @@ def _checked_names(names: Any, what: str) -> list[str]:
 
 def _wait_row(scope: StepScope, key: str, kind: str, names: list[str], wake_at) -> Wait:
     """The wait recorded for this step visit under `key`, created on first reach."""
-    found = Wait.objects.filter(
-        execution_id=scope.execution_id, step_seq=scope.step_seq, key=key
-    ).first()
-    if found is not None:
-        return found
     now = clock.now()
-    try:
-        with transaction.atomic():
-            _check_still_owner(scope)
-            return Wait.objects.create(
-                execution_id=scope.execution_id,
-                step_seq=scope.step_seq,
-                step_name=scope.step_name,
-                key=key,
-                kind=kind,
-                event_names=names,
-                wake_at=wake_at(now),
-                created_at=now,
-            )
-    except IntegrityError:
-        return Wait.objects.get(execution_id=scope.execution_id, step_seq=scope.step_seq, key=key)
+    return _recorded_once(
+        scope,
+        Wait,
+        {"key": key},
+        kind=kind,
+        event_names=names,
+        wake_at=wake_at(now),
+        created_at=now,
+    )
 
 
 def _pending_input(scope, name, kind, prompt, metadata, fields, choices, timeout) -> PendingInput:
-    key = {"execution_id": scope.execution_id, "step_seq": scope.step_seq, "input_name": name}
-    found = PendingInput.objects.filter(**key).first()
+    now = clock.now()
+    return _recorded_once(
+        scope,
+        PendingInput,
+        {"input_name": name},
+        input_type=kind,
+        prompt=prompt,
+        metadata=metadata or {},
+        fields=fields,
+        choices=choices,
+        timeout_at=now + timeout if timeout else None,
+        created_at=now,
+    )
+
+
+def _recorded_once(scope: StepScope, model, key: dict, **values):
+    """The row this step visit recorded under `key`, created (by its owner only) on the
+    first run that reaches the wait; later runs of the step find it again."""
+    key = {"execution_id": scope.execution_id, "step_seq": scope.step_seq, **key}
+    found = model.objects.filter(**key).first()
     if found is not None:
         return found
-    now = clock.now()
     try:
         with transaction.atomic():
             _check_still_owner(scope)
-            return PendingInput.objects.create(
-                **key,
-                step_name=scope.step_name,
-                input_type=kind,
-                prompt=prompt,
-                metadata=metadata or {},
-                fields=fields,
-                choices=choices,
-                timeout_at=now + timeout if timeout else None,
-                created_at=now,
-            )
+            return model.objects.create(**key, step_name=scope.step_name, **values)
     except IntegrityError:
-        return PendingInput.objects.get(**key)
+        return model.objects.get(**key)
 
 
 def _check_still_owner(scope: StepScope) -> None:

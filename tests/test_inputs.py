@@ -9,7 +9,6 @@ and gets the (normalised) answer. Time only moves through the engine clock.
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 
@@ -20,7 +19,6 @@ from django_durable import (
     InputNotPending,
     InvalidInput,
     Retry,
-    clock,
     step,
     workflow,
 )
@@ -44,13 +42,6 @@ WEDNESDAY_NOON = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)
 @pytest.fixture(autouse=True)
 def _reset_calls():
     calls.clear()
-
-
-@pytest.fixture
-def frozen(monkeypatch):
-    """Pin the engine clock's wall-clock part; `advance_clock` still moves it forward."""
-    monkeypatch.setattr(clock, "timezone", SimpleNamespace(now=lambda: WEDNESDAY_NOON))
-    return WEDNESDAY_NOON
 
 
 def load(execution_id) -> WorkflowExecution:

@@ -10,12 +10,11 @@ Time only moves through the engine clock: `frozen` pins it to a known instant an
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from types import SimpleNamespace
 
 import pytest
 
 import django_durable as durable
-from django_durable import ExecutionNotActive, NotInStep, clock, workflow
+from django_durable import ExecutionNotActive, NotInStep, workflow
 from django_durable.helpers import days, hours, minutes
 from django_durable.models import Event, StepExecution, Wait, WorkflowExecution
 from django_durable.scope import current
@@ -41,13 +40,6 @@ WEDNESDAY_NOON = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)
 @pytest.fixture(autouse=True)
 def _reset_calls():
     calls.clear()
-
-
-@pytest.fixture
-def frozen(monkeypatch):
-    """Pin the engine clock's wall-clock part; `advance_clock` still moves it forward."""
-    monkeypatch.setattr(clock, "timezone", SimpleNamespace(now=lambda: WEDNESDAY_NOON))
-    return WEDNESDAY_NOON
 
 
 def load(execution_id) -> WorkflowExecution:
