@@ -14,7 +14,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,7 +66,6 @@ class Outcome:
     retryable: bool = True
     suspension: Suspend | None = None
     superseded: bool = False
-    logs: list = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -292,10 +291,11 @@ def run_claimed(
     """
     try:
         definition = registry.get(execution.workflow_name)
-        run = _open_attempt(execution, worker)
+        definition.get_step(execution.current_step)
     except DurableError as exc:
         _set_aside_unrunnable(execution, exc)
         return 0
+    run = _open_attempt(execution, worker)
     attempts = 0
     while run is not None:
         step = definition.get_step(run.step_name)
@@ -309,8 +309,6 @@ def run_claimed(
 
 
 def _open_attempt(execution: WorkflowExecution, worker: str) -> StepExecution:
-    definition = registry.get(execution.workflow_name)
-    definition.get_step(execution.current_step)
     run = StepExecution(
         id=execution.run_token,
         execution=execution,
@@ -620,7 +618,6 @@ def _close_attempt(run: StepExecution, status: str, outcome: Outcome) -> None:
         status=status,
         output=outcome.output,
         error=outcome.error,
-        logs=outcome.logs,
         completed_at=outcome.finished_at,
         duration_ms=_milliseconds(outcome.finished_at - run.started_at),
     )
