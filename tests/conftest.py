@@ -4,8 +4,14 @@ from types import SimpleNamespace
 import pytest
 
 from django_durable import clock, testing
+from tests.calls import calls
 
 WEDNESDAY_NOON = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    calls.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -10,20 +10,14 @@ import pytest
 from django_durable import ContextNotSerializable, Retry, codec, start, step, workflow
 from django_durable.models import StepExecution, WorkflowExecution
 from django_durable.testing import run_until_idle
+from tests.calls import calls, count_call
 
-calls: dict[str, int] = {}
 seen: dict[str, object] = {}
 
 
 @pytest.fixture(autouse=True)
 def _reset():
-    calls.clear()
     seen.clear()
-
-
-def _count(name: str) -> int:
-    calls[name] = calls.get(name, 0) + 1
-    return calls[name]
 
 
 PARIS_SUMMER = timezone(timedelta(hours=2))
@@ -209,12 +203,12 @@ def test_json_lookups_on_context_written_by_steps():
 
 
 def returns_a_set(ctx):
-    _count("returns_a_set")
+    count_call("returns_a_set")
     return {**ctx, "items": [{"tags": ["ok"]}, {"tags": {"red", "blue"}}]}
 
 
 def never_reached(ctx):
-    _count("never_reached")
+    count_call("never_reached")
     return ctx
 
 
@@ -258,7 +252,7 @@ def test_step_returning_an_object_fails_naming_the_key():
 
 
 def returns_list(ctx):
-    _count("returns_list")
+    count_call("returns_list")
     return [ctx]
 
 
@@ -282,7 +276,7 @@ def test_step_returning_a_non_dict_fails():
 
 
 def returns_none(ctx):
-    _count("returns_none")
+    count_call("returns_none")
     return None
 
 
@@ -307,7 +301,7 @@ def test_step_returning_none_keeps_the_context():
 
 
 def mutates_then_raises(ctx):
-    n = _count("mutates_then_raises")
+    n = count_call("mutates_then_raises")
     ctx["flag"] = "changed"
     ctx["items"].append("junk")
     ctx["nested"]["k"] = "changed"

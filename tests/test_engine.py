@@ -22,26 +22,20 @@ from django_durable import (
 from django_durable.helpers import hours, seconds
 from django_durable.models import StepExecution, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
+from tests.calls import calls, count_call
 
-calls: dict[str, int] = {}
 ran: list[str] = []
 state: dict[str, object] = {}
 
 
 @pytest.fixture(autouse=True)
 def _reset():
-    calls.clear()
     ran.clear()
     state.clear()
 
 
-def _count(name: str) -> int:
-    calls[name] = calls.get(name, 0) + 1
-    return calls[name]
-
-
 def record(ctx):
-    _count("record")
+    count_call("record")
     ran.append(ctx.get("label", ""))
     return {**ctx, "recorded": True}
 
@@ -51,17 +45,17 @@ other_single = workflow("engine.other_single", [record], queue="bulk")
 
 
 def first(ctx):
-    _count("first")
+    count_call("first")
     return {**ctx, "steps": [*ctx.get("steps", []), "first"]}
 
 
 def second(ctx):
-    _count("second")
+    count_call("second")
     return {**ctx, "steps": [*ctx.get("steps", []), "second"]}
 
 
 def third(ctx):
-    _count("third")
+    count_call("third")
     return {**ctx, "steps": [*ctx.get("steps", []), "third"]}
 
 
@@ -370,7 +364,7 @@ def test_cancel_parent_cancels_active_children():
 
 
 def cancels_itself(ctx):
-    _count("cancels_itself")
+    count_call("cancels_itself")
     durable.cancel(state["eid"], reason="while running")
     return {**ctx, "late": True}
 
@@ -397,7 +391,7 @@ def test_cancel_while_running_discards_the_result():
 
 
 def flaky_middle(ctx):
-    n = _count("flaky_middle")
+    n = count_call("flaky_middle")
     if not state.get("fixed"):
         raise RuntimeError(f"broken {n}")
     return {**ctx, "steps": [*ctx.get("steps", []), "flaky_middle"]}
@@ -494,7 +488,7 @@ def test_resume_of_completed_or_active_execution_is_an_error():
 
 
 def on_other(ctx):
-    _count("on_other")
+    count_call("on_other")
     return {**ctx, "other": True}
 
 
@@ -571,7 +565,7 @@ def test_attempt_that_lost_its_lease_records_nothing():
 
 
 def always_fails(ctx):
-    _count("always_fails")
+    count_call("always_fails")
     raise RuntimeError("nope")
 
 

@@ -6,7 +6,6 @@ the answer against the input's type before changing anything, and the step runs 
 and gets the (normalised) answer. Time only moves through the engine clock.
 """
 
-from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -33,15 +32,9 @@ from django_durable.waits import (
     wait_for_input,
     wait_for_text,
 )
-
-calls: Counter = Counter()
+from tests.calls import calls
 
 WEDNESDAY_NOON = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _reset_calls():
-    calls.clear()
 
 
 def load(execution_id) -> WorkflowExecution:

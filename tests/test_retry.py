@@ -8,18 +8,7 @@ from django_durable import Retry, engine, registry, start, step, workflow
 from django_durable.helpers import hours, minutes, seconds
 from django_durable.models import StepExecution, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
-
-calls: dict[str, int] = {}
-
-
-@pytest.fixture(autouse=True)
-def _reset_calls():
-    calls.clear()
-
-
-def _count(name: str) -> int:
-    calls[name] = calls.get(name, 0) + 1
-    return calls[name]
+from tests.calls import calls, count_call
 
 
 def _attempts(execution_id) -> list[StepExecution]:
@@ -82,7 +71,7 @@ def test_jitter_is_capped():
 
 
 def fails_twice(ctx):
-    n = _count("fails_twice")
+    n = count_call("fails_twice")
     if n < 3:
         raise RuntimeError(f"boom {n}")
     return {**ctx, "done_on": n}
@@ -152,7 +141,7 @@ def test_step_retried_after_its_backoff_then_completes():
 
 
 def always_fails(ctx):
-    n = _count("always_fails")
+    n = count_call("always_fails")
     raise ValueError(f"nope {n}")
 
 
@@ -183,13 +172,13 @@ def test_exhausted_retries_fail_the_execution():
 
 
 def fails_once(ctx):
-    if _count("fails_once") == 1:
+    if count_call("fails_once") == 1:
         raise RuntimeError("first time")
     return {**ctx, "ok": True}
 
 
 def also_fails_once(ctx):
-    if _count("also_fails_once") == 1:
+    if count_call("also_fails_once") == 1:
         raise RuntimeError("first time")
     return {**ctx, "also": True}
 
@@ -273,7 +262,7 @@ def test_retry_policy_precedence(settings):
 
 
 def slow_first_time(ctx):
-    n = _count("slow_first_time")
+    n = count_call("slow_first_time")
     if n == 1:
         advance_clock(minutes(2))  # this attempt "runs" for two minutes
         return {**ctx, "late": True}
@@ -311,7 +300,7 @@ def test_step_running_past_its_timeout_fails_and_is_retried():
 
 
 def always_slow(ctx):
-    _count("always_slow")
+    count_call("always_slow")
     advance_clock(minutes(5))
     return {**ctx, "late": True}
 
@@ -334,7 +323,7 @@ def test_step_timeout_without_retries_fails_the_execution():
 
 
 def keeps_failing(ctx):
-    _count("keeps_failing")
+    count_call("keeps_failing")
     raise RuntimeError("try again later")
 
 
@@ -377,13 +366,13 @@ def test_execution_not_finished_by_its_deadline_fails_with_workflow_timeout():
 
 
 def overruns(ctx):
-    _count("overruns")
+    count_call("overruns")
     advance_clock(hours(2))
     return {**ctx, "overran": True}
 
 
 def after_overrun(ctx):
-    _count("after_overrun")
+    count_call("after_overrun")
     return {**ctx, "after": True}
 
 

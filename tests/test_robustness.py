@@ -17,40 +17,29 @@ from django_durable.models import PendingInput, StepExecution, Wait, WorkflowExe
 from django_durable.testing import advance_clock, run_until_idle
 from django_durable.waits import wait_for_event, wait_for_input
 from django_durable.worker import Attempt, Worker
+from tests.calls import calls, count_call
 from tests.worker_support import WorkerPool
-
-calls: dict[str, int] = {}
-
-
-@pytest.fixture(autouse=True)
-def _reset_calls():
-    calls.clear()
-
-
-def _count(name: str) -> int:
-    calls[name] = calls.get(name, 0) + 1
-    return calls[name]
 
 
 def self_referencing(ctx):
-    _count("self_referencing")
+    count_call("self_referencing")
     looped = {"a": 1}
     looped["self"] = looped
     return looped
 
 
 def nul_in_output(ctx):
-    _count("nul_in_output")
+    count_call("nul_in_output")
     return {"text": "before\x00after"}
 
 
 def nul_in_error(ctx):
-    _count("nul_in_error")
+    count_call("nul_in_error")
     raise ValueError("bad byte \x00 here")
 
 
 def exits(ctx):
-    _count("exits")
+    count_call("exits")
     raise SystemExit(3)
 
 
@@ -278,7 +267,7 @@ def test_a_worker_that_does_not_know_the_workflow_gives_the_execution_back(monke
 def waits_inside_atomic(ctx):
     from django.db import transaction
 
-    _count("waits_inside_atomic")
+    count_call("waits_inside_atomic")
     with transaction.atomic():
         return {**ctx, "got": wait_for_event("never")}
 

@@ -7,7 +7,6 @@ Time only moves through the engine clock: `frozen` pins it to a known instant an
 `advance_clock` moves it on.
 """
 
-from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -31,15 +30,9 @@ from django_durable.waits import (
     wait_for_input,
     wait_for_text,
 )
-
-calls: Counter = Counter()
+from tests.calls import calls
 
 WEDNESDAY_NOON = datetime(2024, 3, 6, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def _reset_calls():
-    calls.clear()
 
 
 def load(execution_id) -> WorkflowExecution:
