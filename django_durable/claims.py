@@ -26,6 +26,9 @@ from .models import (
 
 CHANNEL = "durable_runnable"
 
+# What an execution's lease is made of; cleared together whenever its holder lets go.
+LEASE_CLEARED = {"locked_by": None, "locked_until": None, "run_token": None}
+
 _CLAIM_SQL = """
 WITH picked AS (
     SELECT id FROM durable_execution
@@ -156,14 +159,13 @@ def _requeue(executions, error_type: str, message: str) -> int:
         )
         if not rows:
             return 0
-        lease_cleared = {"locked_by": None, "locked_until": None, "run_token": None}
         exhausted = [row[0] for row in rows if row[3] + 1 >= limit]
         held = WorkflowExecution.objects.filter(status=ExecutionStatus.RUNNING)
         held.filter(id__in=[row[0] for row in rows if row[0] not in exhausted]).update(
             status=ExecutionStatus.PENDING,
             run_at=now,
             recoveries=F("recoveries") + 1,
-            **lease_cleared,
+            **LEASE_CLEARED,
         )
         held.filter(id__in=exhausted).update(
             status=ExecutionStatus.FAILED,
@@ -174,7 +176,7 @@ def _requeue(executions, error_type: str, message: str) -> int:
                 f"{message}); it is not run again. Resume the execution to try once more.",
                 "traceback": "",
             },
-            **lease_cleared,
+            **LEASE_CLEARED,
         )
         StepExecution.objects.filter(
             id__in=[row[1] for row in rows if row[1]], status=StepStatus.RUNNING

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import QuerySet
 
-from . import claims, clock, codec, conf, registry, waits
+from . import claims, clock, codec, conf, events, registry, waits
 from .dsl import Retry, Step, Workflow
 from .errors import (
     ContextNotSerializable,
@@ -44,7 +44,6 @@ from .models import (
 )
 from .scope import StepScope, Superseded, Suspend, entered
 
-_LEASE_CLEARED = {"locked_by": None, "locked_until": None, "run_token": None}
 UNKNOWN_RETRY = timedelta(minutes=1)
 DEADLINE_BATCH = 500
 
@@ -99,16 +98,15 @@ def start(
     now = clock.now()
     run_at = max(scheduled_at, now) if scheduled_at else now
     queue = queue or definition.queue
-    first = definition.nodes[0]
     execution = WorkflowExecution(
         workflow_name=definition.name,
         workflow_version=definition.version,
         queue=queue,
-        run_queue=first.queue or queue,
+        run_queue=_run_queue(definition, definition.first_step, queue),
         priority=priority,
         input=input,
         context=input,
-        current_step=first.name,
+        current_step=definition.first_step,
         idempotency_key=idempotency_key,
         scheduled_at=scheduled_at,
         run_at=run_at,
@@ -125,6 +123,11 @@ def start(
             raise
         return existing
     return execution.id
+
+
+def _run_queue(definition: Workflow, step_name: str, queue: str) -> str:
+    """Where a step is claimed from: its own queue, else the execution's."""
+    return definition.get_step(step_name).queue or queue
 
 
 def _checked_input(input: Any) -> dict:
@@ -218,7 +221,7 @@ def _cancel_tree(execution: WorkflowExecution, reason: str | None, now: datetime
         status=ExecutionStatus.CANCELLED,
         cancel_reason=reason,
         completed_at=now,
-        **_LEASE_CLEARED,
+        **claims.LEASE_CLEARED,
     )
     for child in execution.children.select_for_update().filter(status__in=ACTIVE_STATUSES):
         _cancel_tree(child, reason, now)
@@ -254,6 +257,7 @@ def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
         definition = registry.get(execution.workflow_name)
         now = clock.now()
         current = execution.current_step or definition.first_step
+        run_queue = _run_queue(definition, current, execution.queue)
         WorkflowExecution.objects.filter(id=execution.id).update(
             status=ExecutionStatus.PENDING,
             current_step=current,
@@ -263,11 +267,11 @@ def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
             error=None,
             completed_at=None,
             run_at=now,
-            run_queue=definition.get_step(current).queue or execution.queue,
+            run_queue=run_queue,
             deadline=now + definition.timeout if definition.timeout else None,
-            **_LEASE_CLEARED,
+            **claims.LEASE_CLEARED,
         )
-        claims.notify(definition.get_step(current).queue or execution.queue)
+        claims.notify(run_queue)
     return get_execution(execution.id)
 
 
@@ -332,7 +336,7 @@ def _set_aside_unrunnable(execution: WorkflowExecution, exc: DurableError) -> No
         status=ExecutionStatus.PENDING,
         run_at=clock.now() + UNKNOWN_RETRY,
         error=error_record(exc),  # shown in the admin until a worker that knows it claims it
-        **_LEASE_CLEARED,
+        **claims.LEASE_CLEARED,
     )
 
 
@@ -510,11 +514,11 @@ def _record_success(execution, definition, run, outcome, worker, queues, must_st
             current_step=None,
             completed_at=now,
             recoveries=0,
-            **_LEASE_CLEARED,
+            **claims.LEASE_CLEARED,
         )
         _close_attempt(run, StepStatus.COMPLETED, outcome)
         return None
-    next_queue = definition.get_step(next_name).queue or execution.queue
+    next_queue = _run_queue(definition, next_name, execution.queue)
     stays_here = not must_stop and (queues is None or next_queue in queues)
     moves = {
         "context": outcome.context,
@@ -530,7 +534,7 @@ def _record_success(execution, definition, run, outcome, worker, queues, must_st
             run_queue=next_queue,
             run_at=now,
             **moves,
-            **_LEASE_CLEARED,
+            **claims.LEASE_CLEARED,
         )
         _close_attempt(run, StepStatus.COMPLETED, outcome)
         claims.notify(next_queue)
@@ -558,12 +562,11 @@ def _record_suspension(execution, run, outcome) -> None:
         status=ExecutionStatus.WAITING,
         run_at=suspension.wake_at,
         recoveries=0,  # the attempt ended normally
-        **_LEASE_CLEARED,
+        **claims.LEASE_CLEARED,
     )
     _close_attempt(run, StepStatus.WAITING, outcome)
     if waits.can_resume(execution.id, execution.step_seq, suspension.key):
-        WorkflowExecution.objects.filter(id=execution.id).update(run_at=outcome.finished_at)
-        claims.notify(execution.run_queue)
+        events.wake(execution)
 
 
 def _record_failure(execution, definition, run, outcome) -> None:
@@ -576,7 +579,7 @@ def _record_failure(execution, definition, run, outcome) -> None:
             attempt=execution.attempt + 1,
             recoveries=0,
             run_at=now + policy.delay_after(execution.attempt),
-            **_LEASE_CLEARED,
+            **claims.LEASE_CLEARED,
         )
         claims.notify(execution.run_queue)
     else:
@@ -590,7 +593,12 @@ def retry_policy(definition: Workflow, step: Step) -> Retry:
 
 
 def _failed(error: dict, now: datetime) -> dict:
-    return {"status": ExecutionStatus.FAILED, "error": error, "completed_at": now, **_LEASE_CLEARED}
+    return {
+        "status": ExecutionStatus.FAILED,
+        "error": error,
+        "completed_at": now,
+        **claims.LEASE_CLEARED,
+    }
 
 
 def _workflow_timeout(execution: WorkflowExecution) -> dict:

@@ -45,9 +45,6 @@ class StepStatus(models.TextChoices):
 
 
 class WorkflowExecutionQuerySet(models.QuerySet):
-    def active(self):
-        return self.filter(status__in=ACTIVE_STATUSES)
-
     def runnable(self, now, queues=None):
         """Executions a worker may claim now: due, and not held by anyone."""
         qs = self.filter(status__in=CLAIMABLE_STATUSES, run_at__lte=now)
@@ -145,10 +142,6 @@ class WorkflowExecution(models.Model):
     def __str__(self) -> str:
         return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
-
 
 class StepExecution(models.Model):
     """One attempt (or one run up to a wait) of one step of an execution."""
@@ -175,11 +168,6 @@ class StepExecution(models.Model):
         ordering = ["started_at"]
         indexes = [
             models.Index(fields=["execution", "started_at"], name="durable_step_execution"),
-            models.Index(
-                fields=["status", "-started_at"],
-                condition=Q(status="failed"),
-                name="durable_step_failed",
-            ),
         ]
 
     def __str__(self) -> str:
