@@ -121,12 +121,13 @@ def release(
     error_type: str,
     message: str,
     execution_id: uuid.UUID | None = None,
-    run_token: uuid.UUID | None = None,
+    run_tokens: Collection[uuid.UUID] = (),
 ) -> int:
-    """Give back what `worker` holds (or one claim of it) so another worker takes it."""
+    """Give back what `worker` holds, or its claim of `execution_id` held under one of
+    `run_tokens`, so another worker takes it."""
     held = WorkflowExecution.objects.filter(locked_by=worker, status=ExecutionStatus.RUNNING)
     if execution_id is not None:
-        held = held.filter(id=execution_id, run_token=run_token)
+        held = held.filter(id=execution_id, run_token__in=list(run_tokens))
     return _requeue(held, error_type, message)
 
 

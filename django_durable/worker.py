@@ -311,13 +311,19 @@ class Worker:
         # The thread keeps its connection across executions (whatever CONN_MAX_AGE says:
         # reconnecting per execution would halve throughput); it is dropped only after a
         # database error, below.
+        held_tokens = {execution.run_token}
+
+        def on_attempt(run: StepExecution, step: Step) -> None:
+            held_tokens.add(run.id)
+            self._track_attempt(run, step)
+
         try:
             engine.run_claimed(
                 execution,
                 worker=self.name,
                 queues=[slot.name],
                 keep_going=lambda attempts: self.state == "running",
-                on_attempt=self._track_attempt,
+                on_attempt=on_attempt,
             )
         except DATABASE_ERRORS as exc:
             log.warning(
@@ -327,10 +333,10 @@ class Worker:
                 exc,
             )
             connection.close()
-            self._with_database(self._release_execution, execution)
+            self._with_database(self._release_execution, execution, held_tokens)
         except BaseException:  # a runner thread must survive anything to keep its slot
             log.exception("Worker %s: unexpected error running %s.", self.name, execution.id)
-            self._with_database(self._release_execution, execution)
+            self._with_database(self._release_execution, execution, held_tokens)
 
     def _track_attempt(self, run: StepExecution, step: Step) -> None:
         with self._lock:
@@ -341,15 +347,16 @@ class Worker:
                 timeout=step.timeout,
             )
 
-    def _release_execution(self, execution: WorkflowExecution) -> None:
-        """Give back this thread's claim only: `run_token` is the attempt it last held, so
-        a timed-out thread cannot release the retry another thread is running."""
+    def _release_execution(self, execution: WorkflowExecution, held_tokens: set) -> None:
+        """Give back this thread's claim only, whichever of its attempts the database
+        last recorded (a failed commit leaves the in-memory token ahead of it), and never
+        a retry that another thread of this worker claimed meanwhile."""
         claims.release(
             self.name,
             "WorkerError",
             "The worker hit an error while recording this attempt; the step runs again.",
             execution_id=execution.id,
-            run_token=execution.run_token,
+            run_tokens=held_tokens | {execution.run_token},
         )
 
     def _with_database(self, action, *args, attempts: int = 5) -> None:

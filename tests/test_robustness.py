@@ -364,9 +364,10 @@ def test_absurdly_large_numbers_are_refused_at_once():
 def test_releasing_one_claim_needs_its_run_token():
     execution_id = durable.start("tests.hello")
     [claimed] = claims.claim("w1", None, 1)
-    assert claims.release("w1", "WorkerError", "x", execution_id, run_token=uuid.uuid4()) == 0
+    assert claims.release("w1", "WorkerError", "x", execution_id, [uuid.uuid4()]) == 0
     assert durable.get_execution(execution_id).status == "running"
-    assert claims.release("w1", "WorkerError", "x", execution_id, claimed.run_token) == 1
+    tokens = [uuid.uuid4(), claimed.run_token]  # e.g. a next attempt's token that never committed
+    assert claims.release("w1", "WorkerError", "x", execution_id, tokens) == 1
     assert durable.get_execution(execution_id).status == "pending"
 
 
