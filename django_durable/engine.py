@@ -446,6 +446,9 @@ def _record(
     if outcome.superseded:
         _close_superseded(run)
         return None
+    # `_advance` updates the in-memory execution as it writes; if the transaction then
+    # rolls back, the object must say again what the database says.
+    committed = dict(execution.__dict__)
     try:
         with transaction.atomic():
             if outcome.suspension is not None:
@@ -459,8 +462,10 @@ def _record(
         _close_superseded(run)
         return None
     except (OperationalError, InterfaceError):
+        execution.__dict__.update(committed)
         raise  # the connection, not the outcome: the worker releases and retries later
     except Exception as exc:
+        execution.__dict__.update(committed)
         _record_unrecordable(execution, definition, run, outcome, exc)
         return None
 

@@ -422,3 +422,36 @@ def test_a_completed_attempt_resets_the_interruption_count(settings):
     run_until_idle()
     execution = durable.get_execution(execution_id)
     assert (execution.status, execution.recoveries) == ("completed", 0)
+
+
+def first_of_two(ctx):
+    return {**ctx, "first": True}
+
+
+def second_of_two(ctx):
+    return {**ctx, "second": True}
+
+
+two_steps = workflow("robust.two_steps", [first_of_two, second_of_two])
+
+
+@pytest.mark.django_db
+def test_a_refusal_after_the_execution_row_was_updated_still_fails_the_step(monkeypatch):
+    """The database refuses the next attempt's row after the execution's UPDATE went
+    through in the same (rolled back) transaction: the failure is still recorded."""
+    original_save = StepExecution.save
+
+    def refuse_second(self, *args, **kwargs):
+        if self.step_name == "second_of_two":
+            raise DataError("simulated refusal of the next attempt's row")
+        return original_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(StepExecution, "save", refuse_second)
+    execution_id = durable.start(two_steps)
+    assert run_until_idle() == 1
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.current_step) == ("failed", "first_of_two")
+    assert execution.error["type"] == "DataError"
+    assert execution.locked_by is None
+    [row] = StepExecution.objects.filter(execution_id=execution_id)
+    assert (row.step_name, row.status) == ("first_of_two", "failed")
