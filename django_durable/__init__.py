@@ -31,11 +31,11 @@ from .errors import (
 )
 
 _LAZY_API = {
-    "start": "engine",
-    "get_execution": "engine",
-    "list_executions": "engine",
-    "cancel": "engine",
-    "resume": "engine",
+    "start": "executions",
+    "get_execution": "executions",
+    "list_executions": "executions",
+    "cancel": "executions",
+    "resume": "executions",
     "send_event": "events",
     "provide_input": "inputs",
     "list_pending_inputs": "inputs",

@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from . import engine
+from . import executions
 from .errors import DurableError
 from .models import Event, PendingInput, StepExecution, Wait, Worker, WorkflowExecution
 
@@ -41,12 +41,14 @@ class StepExecutionInline(ReadOnlyInline):
 
 class WaitInline(ReadOnlyInline):
     model = Wait
+    fk_name = "execution"
     fields = ("step_name", "key", "status", "wake_at", "result", "resolved_at")
     readonly_fields = fields
 
 
 class PendingInputInline(ReadOnlyInline):
     model = PendingInput
+    fk_name = "execution"
     fields = ("input_name", "input_type", "status", "prompt", "response", "responded_by")
     readonly_fields = fields
 
@@ -82,11 +84,11 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.action(description="Cancel selected executions", permissions=["control"])
     def cancel_executions(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._apply(request, queryset, engine.cancel, "cancelled")
+        self._apply(request, queryset, executions.cancel, "cancelled")
 
     @admin.action(description="Resume selected executions", permissions=["control"])
     def resume_executions(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._apply(request, queryset, engine.resume, "resumed")
+        self._apply(request, queryset, executions.resume, "resumed")
 
     def _apply(self, request, queryset, action, done: str) -> None:
         succeeded = 0

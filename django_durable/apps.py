@@ -8,6 +8,10 @@ class DurableConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from django.core import checks as django_checks
 
+        from . import checks
+
+        django_checks.register(checks.check_durable_settings)
+        django_checks.register(checks.check_sqlite_transaction_mode)
         autodiscover_modules("workflows")

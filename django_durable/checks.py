@@ -1,4 +1,12 @@
-"""System checks for the DURABLE setting, run by `manage.py check` and at startup."""
+"""System checks for the DURABLE setting, run by `manage.py check` and at startup.
+
+Registered by `DurableConfig.ready()`. One id per condition:
+E001 DURABLE is not a dict; E002 an unknown option; E003 a timing option that is not a
+positive number; E004 heartbeats no shorter than leases; E005 a bad DEFAULT_RETRY;
+E006 QUEUES is not a non-empty dict; E007 a queue's concurrency; E008 a queue's
+poll_interval; E009 a queue's options are not a dict; W001 SQLite without IMMEDIATE
+transactions.
+"""
 
 from django.conf import settings
 from django.core import checks
@@ -8,7 +16,6 @@ from .dsl import Retry
 from .errors import WorkflowDefinitionError
 
 
-@checks.register()
 def check_durable_settings(app_configs, **kwargs) -> list[checks.CheckMessage]:
     options = getattr(settings, "DURABLE", {})
     if not isinstance(options, dict):
@@ -53,7 +60,7 @@ def _check_queues(queues) -> list[checks.CheckMessage]:
     for name, options in queues.items():
         if not isinstance(options, dict):
             errors.append(
-                checks.Error(f"DURABLE['QUEUES'][{name!r}] must be a dict.", id="durable.E006")
+                checks.Error(f"DURABLE['QUEUES'][{name!r}] must be a dict.", id="durable.E009")
             )
             continue
         concurrency = options.get("concurrency", QUEUE_DEFAULTS["concurrency"])
@@ -75,7 +82,6 @@ def _check_queues(queues) -> list[checks.CheckMessage]:
     return errors
 
 
-@checks.register()
 def check_sqlite_transaction_mode(app_configs, **kwargs) -> list[checks.CheckMessage]:
     """SQLite's deferred transactions fail at once ("database is locked") when a reading
     transaction must write while a worker thread holds the write lock."""

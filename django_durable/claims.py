@@ -4,45 +4,49 @@ On PostgreSQL one statement picks due executions with `FOR UPDATE SKIP LOCKED` a
 leases them, so any number of workers can claim concurrently without blocking each
 other or taking the same row. Elsewhere (SQLite, for development) each row is taken with
 a conditional UPDATE, which is safe but serialised by the database's single writer.
+
+A claim keeps the execution's phase (`models.CLAIMED_AS`): pending and waiting work runs
+as `running`, a `compensating` execution stays `compensating` while it is held. Giving
+work back is a change of status, so it goes through the door (`executions.release`).
 """
 
 import uuid
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from django.db import connection, transaction
-from django.db.models import F, Min
+from django.db import connection
+from django.db.models import F
 from django.db.models.functions import Coalesce
 
 from . import clock, conf
-from .models import (
-    ACTIVE_STATUSES,
-    CLAIMABLE_STATUSES,
-    ExecutionStatus,
-    StepExecution,
-    StepStatus,
-    WorkflowExecution,
-)
+from .models import CLAIMED_AS, WorkflowExecution
 
 CHANNEL = "durable_runnable"
 
 # What an execution's lease is made of; cleared together whenever its holder lets go.
 LEASE_CLEARED = {"locked_by": None, "locked_until": None, "run_token": None}
 
-_CLAIM_SQL = """
+_CLAIMED_STATUS_SQL = " ".join(
+    f"WHEN '{before}' THEN '{after}'" for before, after in CLAIMED_AS.items()
+)
+_CLAIMABLE_SQL = ", ".join(f"'{status}'" for status in CLAIMED_AS)
+
+_CLAIM_SQL = f"""
 WITH picked AS (
-    SELECT id FROM durable_execution
-    WHERE status IN ('pending', 'waiting') AND run_at <= %(now)s {queue_filter}
+    SELECT id, status AS claimed_from FROM durable_execution
+    WHERE status IN ({_CLAIMABLE_SQL}) AND locked_by IS NULL AND run_at <= %(now)s
+        {{queue_filter}}
     ORDER BY priority DESC, run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE durable_execution AS e
-SET status = 'running', locked_by = %(worker)s, locked_until = %(until)s, error = NULL,
+SET status = CASE picked.claimed_from {_CLAIMED_STATUS_SQL} END,
+    locked_by = %(worker)s, locked_until = %(until)s, error = NULL,
     run_token = gen_random_uuid(), started_at = COALESCE(e.started_at, %(now)s)
 FROM picked
 WHERE e.id = picked.id
-RETURNING e.*
+RETURNING e.*, picked.claimed_from
 """
 
 
@@ -53,8 +57,9 @@ def lease_duration() -> timedelta:
 def claim(worker: str, queues: Sequence[str] | None, limit: int) -> list[WorkflowExecution]:
     """Lease up to `limit` due executions to `worker`, highest priority then oldest first.
 
-    A runnable execution carries no error (a failed one is not runnable), except the note
-    left by a worker that could not run it (`engine._set_aside_unrunnable`): cleared here.
+    Each comes back with `claimed_from`, the status it had before. A runnable execution
+    carries no error (a failed one is not runnable), except the note left by a worker
+    that could not run it (`engine._set_aside`): cleared here.
     """
     now = clock.now()
     until = now + lease_duration()
@@ -84,14 +89,14 @@ def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecut
     candidates = (
         WorkflowExecution.objects.runnable(now, queues)
         .in_claim_order()
-        .values_list("id", flat=True)[:limit]
+        .values_list("id", "status")[:limit]
     )
-    claimed = []
-    for execution_id in list(candidates):
+    claimed_from = {}
+    for execution_id, status in list(candidates):
         taken = WorkflowExecution.objects.filter(
-            id=execution_id, status__in=CLAIMABLE_STATUSES, run_at__lte=now
+            id=execution_id, status=status, locked_by__isnull=True, run_at__lte=now
         ).update(
-            status=ExecutionStatus.RUNNING,
+            status=CLAIMED_AS[status],
             locked_by=worker,
             locked_until=until,
             error=None,
@@ -99,8 +104,11 @@ def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecut
             started_at=Coalesce(F("started_at"), now),
         )
         if taken:
-            claimed.append(execution_id)
-    return list(WorkflowExecution.objects.filter(id__in=claimed))
+            claimed_from[execution_id] = status
+    claimed = list(WorkflowExecution.objects.filter(id__in=list(claimed_from)))
+    for execution in claimed:
+        execution.claimed_from = claimed_from[execution.id]
+    return claimed
 
 
 def renew_leases(worker: str, execution_ids: Collection[uuid.UUID]) -> int:
@@ -112,101 +120,38 @@ def renew_leases(worker: str, execution_ids: Collection[uuid.UUID]) -> int:
     if not execution_ids:
         return 0
     return WorkflowExecution.objects.filter(
-        id__in=list(execution_ids), locked_by=worker, status=ExecutionStatus.RUNNING
+        id__in=list(execution_ids), locked_by=worker, locked_until__isnull=False
     ).update(locked_until=clock.now() + lease_duration())
 
 
-def release(
-    worker: str,
-    error_type: str,
-    message: str,
-    execution_id: uuid.UUID | None = None,
-    run_tokens: Collection[uuid.UUID] = (),
-) -> int:
-    """Give back what `worker` holds, or its claim of `execution_id` held under one of
-    `run_tokens`, so another worker takes it."""
-    held = WorkflowExecution.objects.filter(locked_by=worker, status=ExecutionStatus.RUNNING)
-    if execution_id is not None:
-        held = held.filter(id=execution_id, run_token__in=list(run_tokens))
-    return _requeue(held, error_type, message)
-
-
-def reclaim_expired_leases() -> int:
-    """Make executions whose worker stopped heartbeating runnable again."""
-    return _requeue(
-        WorkflowExecution.objects.filter(
-            status=ExecutionStatus.RUNNING, locked_until__lt=clock.now()
-        ),
-        "LeaseExpired",
-        "The worker running this attempt stopped renewing its lease; the step runs again.",
-    )
-
-
-def _requeue(executions, error_type: str, message: str) -> int:
-    """Turn held executions back to pending and close their interrupted attempts.
-
-    Clearing `run_token` fences the interrupted attempt: if it is still running
-    somewhere, nothing it returns can be recorded. An interruption does not use up a
-    retry, so a step interrupted DURABLE["MAX_RECOVERIES"] times in a row (one that
-    kills its worker, say) fails instead of running forever.
-    """
-    now = clock.now()
-    limit = conf.get("MAX_RECOVERIES")
-    with transaction.atomic():
-        rows = list(
-            executions.select_for_update(skip_locked=True).values_list(
-                "id", "run_token", "run_queue", "recoveries"
-            )
-        )
-        if not rows:
-            return 0
-        exhausted = [row[0] for row in rows if row[3] + 1 >= limit]
-        held = WorkflowExecution.objects.filter(status=ExecutionStatus.RUNNING)
-        held.filter(id__in=[row[0] for row in rows if row[0] not in exhausted]).update(
-            status=ExecutionStatus.PENDING,
-            run_at=now,
-            recoveries=F("recoveries") + 1,
-            **LEASE_CLEARED,
-        )
-        held.filter(id__in=exhausted).update(
-            status=ExecutionStatus.FAILED,
-            completed_at=now,
-            error={
-                "type": "TooManyInterruptions",
-                "message": f"The step was interrupted {limit} times in a row ({error_type}: "
-                f"{message}); it is not run again. Resume the execution to try once more.",
-                "traceback": "",
-            },
-            **LEASE_CLEARED,
-        )
-        StepExecution.objects.filter(
-            id__in=[row[1] for row in rows if row[1]], status=StepStatus.RUNNING
-        ).update(
-            status=StepStatus.FAILED,
-            completed_at=now,
-            error={"type": error_type, "message": message, "traceback": ""},
-        )
-        for run_queue in {row[2] for row in rows}:
-            notify(run_queue)
-    return len(rows)
-
-
-def next_wakeup(queues: Sequence[str] | None) -> datetime | None:
-    """The earliest time something may become due: a run_at, a deadline, a lease's end."""
-    runnable = WorkflowExecution.objects.filter(status__in=CLAIMABLE_STATUSES)
-    if queues is not None:
-        runnable = runnable.filter(run_queue__in=queues)
-    times = [
-        runnable.aggregate(at=Min("run_at"))["at"],
-        WorkflowExecution.objects.filter(status__in=ACTIVE_STATUSES).aggregate(at=Min("deadline"))[
-            "at"
-        ],
-        WorkflowExecution.objects.filter(status=ExecutionStatus.RUNNING).aggregate(
-            at=Min("locked_until")
-        )["at"],
+def insert_if_held(row, execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
+    """Insert `row` (a model instance) only while the execution still carries
+    `run_token`, in one statement: a cancel that lands between a claim and the start of
+    its attempt stops the attempt before it runs."""
+    fields = [field for field in row._meta.concrete_fields]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    values = [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
+    # Typed placeholders: PostgreSQL would read an untyped SELECT list as text.
+    casts = [
+        f"::{field.cast_db_type(connection)}" if connection.vendor == "postgresql" else ""
+        for field in fields
     ]
-    times = [at for at in times if at is not None]
-    return min(times) if times else None
+    placeholders = ", ".join(f"%s{cast}" for cast in casts)
+    execution_table = WorkflowExecution._meta.db_table
+    token_field = WorkflowExecution._meta.get_field("run_token")
+    id_field = WorkflowExecution._meta.get_field("id")
+    sql = (
+        f"INSERT INTO {row._meta.db_table} ({columns}) SELECT {placeholders} "
+        f"WHERE EXISTS (SELECT 1 FROM {execution_table} WHERE id = %s AND run_token = %s)"
+    )
+    params = [
+        *values,
+        id_field.get_db_prep_value(execution_id, connection),
+        token_field.get_db_prep_value(run_token, connection),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
 
 
 def notify(run_queue: str) -> None:

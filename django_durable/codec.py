@@ -31,6 +31,22 @@ _DECODERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+class Encoded:
+    """A value already in its stored (JSON-native) form, written as it is.
+
+    The engine encodes a step's returned context once, to check it and to store it, and
+    wraps it in this so `DurableJSONField` does not encode it a second time.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Encoded({self.value!r:.60})"
+
+
 def encode(value: Any, path: str = "") -> Any:
     """Return a JSON-native copy of `value`; raise ContextNotSerializable naming the key."""
     if isinstance(value, str):

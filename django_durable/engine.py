@@ -1,14 +1,18 @@
-"""The engine: starting executions and running their steps.
+"""Running a claimed execution's steps, one attempt at a time, and recording each.
 
 A claimed execution is run by `run_claimed`, which the worker's threads and
 `testing.run_until_idle` both call. Each attempt is a `StepExecution` row inserted when
-the attempt starts; when it ends, one transaction closes that row, advances the
-execution and (if the next step runs here too) opens the next attempt's row, so a chained
-step costs three statements and one commit. Every write to the execution is fenced on
-its `run_token`, the id of the attempt allowed to write.
+the attempt starts; when it ends, one transaction closes that row, moves the execution
+through the door (`executions.transition`/`finish`) and, if the next step runs here
+too, opens the next attempt's row: a chained step costs three statements and one
+commit. Every write is fenced on the execution's `run_token`, the id of the attempt
+allowed to write.
+
+Every step receives the context decoded from exactly what was stored: the engine
+encodes what a step returns once, writes that, and hands the next step a fresh decode
+of it, whether the next step runs here at once, after a retry or on another worker.
 """
 
-import copy
 import logging
 import traceback
 import uuid
@@ -18,49 +22,34 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import QuerySet
+from django.db import connection, transaction
 
-from . import claims, clock, codec, conf, events, registry, waits
-from .dsl import Retry, Step, Workflow
+from . import claims, clock, codec, conf, executions, registry, waits
+from .dsl import End, Retry, Step, Workflow
 from .errors import (
     ContextNotSerializable,
     DurableError,
-    ExecutionNotActive,
-    ExecutionNotResumable,
-    InvalidWorkflowInput,
     StepReturnedInvalidValue,
     StepTimeout,
     WorkflowTimeout,
 )
-from .models import (
-    ACTIVE_STATUSES,
-    ExecutionStatus,
-    InputStatus,
-    PendingInput,
-    StepExecution,
-    StepStatus,
-    WorkflowExecution,
-)
-from .scope import StepScope, Superseded, Suspend, entered
+from .executions import LeaseLost
+from .models import RELEASED_AS, ExecutionStatus, StepExecution, StepStatus, WorkflowExecution
+from .scope import DATABASE_ERRORS, Interrupted, StepScope, Superseded, Suspend, entered
 
 UNKNOWN_RETRY = timedelta(minutes=1)
-DEADLINE_BATCH = 500
 
 log = logging.getLogger("django_durable.engine")
 
 
-class LeaseLost(Exception):
-    """The attempt no longer owns the execution; its result must be discarded."""
-
-
 @dataclass
 class Outcome:
-    """What one attempt produced, before anything is written."""
+    """What one attempt produced, before anything is written. `stored` is the context
+    to keep, already encoded (JSON-native); None keeps the one the step received."""
 
     finished_at: datetime
-    context: dict | None = None
-    output: Any = None
+    stored: Any = None
+    returned: dict | None = None
     error: dict | None = None
     retryable: bool = True
     suspension: Suspend | None = None
@@ -71,211 +60,16 @@ class Outcome:
         return self.error is not None
 
 
-# -- starting and controlling executions ------------------------------------------------
+@dataclass
+class Run:
+    """The execution a thread holds, and what it needs to go on with it."""
 
-
-def start(
-    workflow_or_name: "Workflow | str",
-    input: dict | None = None,
-    *,
-    queue: str | None = None,
-    priority: int = 0,
-    scheduled_at: datetime | None = None,
-    idempotency_key: str | None = None,
-) -> uuid.UUID:
-    """Create an execution and make it runnable; returns its id.
-
-    With an `idempotency_key` already used for this workflow, returns the id of the
-    execution that key created instead of starting another one.
-    """
-    definition = registry.get(workflow_or_name)
-    input = _checked_input(input)
-    _check_start_options(queue, priority, scheduled_at)
-    if idempotency_key is not None:
-        existing = _by_idempotency_key(definition.name, idempotency_key)
-        if existing is not None:
-            return existing
-    now = clock.now()
-    run_at = max(scheduled_at, now) if scheduled_at else now
-    queue = queue or definition.queue
-    execution = WorkflowExecution(
-        workflow_name=definition.name,
-        workflow_version=definition.version,
-        queue=queue,
-        run_queue=_run_queue(definition, definition.first_step, queue),
-        priority=priority,
-        input=input,
-        context=input,
-        current_step=definition.first_step,
-        idempotency_key=idempotency_key,
-        scheduled_at=scheduled_at,
-        run_at=run_at,
-        deadline=run_at + definition.timeout if definition.timeout else None,
-        created_at=now,
-    )
-    try:
-        with transaction.atomic():
-            execution.save(force_insert=True)
-            claims.notify(execution.run_queue)
-    except IntegrityError:
-        existing = _by_idempotency_key(definition.name, idempotency_key)
-        if idempotency_key is None or existing is None:
-            raise
-        return existing
-    return execution.id
-
-
-def _run_queue(definition: Workflow, step_name: str, queue: str) -> str:
-    """Where a step is claimed from: its own queue, else the execution's."""
-    return definition.get_step(step_name).queue or queue
-
-
-def _checked_input(input: Any) -> dict:
-    if input is None:
-        return {}
-    if not isinstance(input, dict):
-        raise InvalidWorkflowInput(f"Workflow input must be a dict, not {type(input).__name__}.")
-    try:
-        codec.encode(input)
-    except ContextNotSerializable as exc:
-        raise InvalidWorkflowInput(f"Workflow input cannot be stored: {exc}") from exc
-    return input
-
-
-def _check_start_options(queue: Any, priority: Any, scheduled_at: Any) -> None:
-    if queue is not None and (not isinstance(queue, str) or not queue):
-        raise InvalidWorkflowInput("queue must be a non-empty string.")
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidWorkflowInput(f"priority must be an int, not {type(priority).__name__}.")
-    if not -(2**31) <= priority < 2**31:
-        raise InvalidWorkflowInput("priority must fit in 32 bits (-2**31 to 2**31 - 1).")
-    if scheduled_at is not None:
-        if not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None:
-            raise InvalidWorkflowInput("scheduled_at must be a time-zone aware datetime.")
-
-
-def _by_idempotency_key(workflow_name: str, key: str | None) -> uuid.UUID | None:
-    return (
-        WorkflowExecution.objects.filter(workflow_name=workflow_name, idempotency_key=key)
-        .values_list("id", flat=True)
-        .first()
-    )
-
-
-def get_execution(
-    execution_id: "uuid.UUID | str", include_steps: bool = False
-) -> WorkflowExecution:
-    """Load an execution; with `include_steps`, `execution.steps` lists its attempts in order."""
-    execution = WorkflowExecution.objects.by_id(execution_id)
-    if include_steps:
-        execution.steps = list(execution.step_executions.order_by("started_at", "attempt"))
-    return execution
-
-
-def list_executions(
-    workflow: "Workflow | str | None" = None,
-    status: str | Sequence[str] | None = None,
-    queue: str | None = None,
-    parent: "uuid.UUID | str | None" = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> QuerySet:
-    """Executions, newest first, optionally filtered."""
-    executions = WorkflowExecution.objects.order_by("-created_at")
-    if workflow is not None:
-        executions = executions.filter(
-            workflow_name=workflow.name if isinstance(workflow, Workflow) else workflow
-        )
-    if status is not None:
-        statuses = [status] if isinstance(status, str) else list(status)
-        executions = executions.filter(status__in=statuses)
-    if queue is not None:
-        executions = executions.filter(queue=queue)
-    if parent is not None:
-        executions = executions.filter(parent_id=parent)
-    return executions[offset : offset + limit]
-
-
-def cancel(
-    execution_id: "uuid.UUID | str", reason: str | None = None, *, compensate: bool = False
-) -> WorkflowExecution:
-    """Stop an active execution (and its active children); a running attempt's result is
-    discarded because the cancellation revokes its run token."""
-    if compensate:
-        raise NotImplementedError("cancel(compensate=True) arrives with compensations.")
-    with transaction.atomic():
-        execution = WorkflowExecution.objects.select_for_update().by_id(execution_id)
-        if execution.status not in ACTIVE_STATUSES:
-            raise ExecutionNotActive(
-                f"Execution {execution.id} is {execution.status}; only pending, running or "
-                "waiting executions can be cancelled."
-            )
-        _cancel_tree(execution, reason, clock.now())
-    return get_execution(execution.id)
-
-
-def _cancel_tree(execution: WorkflowExecution, reason: str | None, now: datetime) -> None:
-    _interrupt_attempt(execution, now, "Cancelled", "The execution was cancelled.")
-    _withdraw_inputs(execution)
-    WorkflowExecution.objects.filter(id=execution.id).update(
-        status=ExecutionStatus.CANCELLED,
-        cancel_reason=reason,
-        completed_at=now,
-        **claims.LEASE_CLEARED,
-    )
-    for child in execution.children.select_for_update().filter(status__in=ACTIVE_STATUSES):
-        _cancel_tree(child, reason, now)
-
-
-def _withdraw_inputs(execution: WorkflowExecution) -> None:
-    """Questions of an execution that stopped can no longer be answered."""
-    PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
-        status=InputStatus.CANCELLED
-    )
-
-
-def _interrupt_attempt(
-    execution: WorkflowExecution, now: datetime, error_type: str, message: str
-) -> None:
-    if execution.run_token:
-        StepExecution.objects.filter(id=execution.run_token, status=StepStatus.RUNNING).update(
-            status=StepStatus.FAILED,
-            completed_at=now,
-            error={"type": error_type, "message": message, "traceback": ""},
-        )
-
-
-def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
-    """Run a failed or cancelled execution again from the step that stopped it."""
-    with transaction.atomic():
-        execution = WorkflowExecution.objects.select_for_update().by_id(execution_id)
-        if execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
-            raise ExecutionNotResumable(
-                f"Execution {execution.id} is {execution.status}; only failed or cancelled "
-                "executions can be resumed."
-            )
-        definition = registry.get(execution.workflow_name)
-        now = clock.now()
-        current = execution.current_step or definition.first_step
-        run_queue = _run_queue(definition, current, execution.queue)
-        WorkflowExecution.objects.filter(id=execution.id).update(
-            status=ExecutionStatus.PENDING,
-            current_step=current,
-            attempt=1,
-            step_seq=execution.step_seq + 1,
-            recoveries=0,
-            error=None,
-            completed_at=None,
-            run_at=now,
-            run_queue=run_queue,
-            deadline=now + definition.timeout if definition.timeout else None,
-            **claims.LEASE_CLEARED,
-        )
-        claims.notify(run_queue)
-    return get_execution(execution.id)
-
-
-# -- running steps ---------------------------------------------------------------------
+    execution: WorkflowExecution
+    definition: Workflow
+    worker: str
+    queues: Sequence[str] | None
+    tokens: set
+    stored: Any  # the context as the row holds it, JSON-native
 
 
 def run_claimed(
@@ -285,35 +79,48 @@ def run_claimed(
     queues: Sequence[str] | None,
     keep_going: Callable[[int], bool] | None = None,
     on_attempt: Callable[[StepExecution, Step], None] | None = None,
+    tokens: set | None = None,
 ) -> int:
     """Run a claimed execution's steps until it finishes, waits, or must go elsewhere.
 
     The worker keeps the execution while the next step is runnable on one of `queues`
     (None: any) and `keep_going(attempts run so far)` allows, so a chain of steps needs
     one claim. `on_attempt` is told of each attempt as it starts (the worker watches
-    step timeouts with it). Returns the attempts run.
+    step timeouts with it). `tokens` collects every run token this thread may hold the
+    execution by, added *before* the commit that installs it, so after a commit whose
+    outcome is unknown the worker can still release whatever the database kept.
+    Returns the attempts run.
     """
+    tokens = set() if tokens is None else tokens
+    tokens.add(execution.run_token)
+    if execution.status != ExecutionStatus.RUNNING:
+        _set_aside(execution, DurableError(f"No worker step runs {execution.status} work yet."))
+        return 0
     try:
         definition = registry.get(execution.workflow_name)
-        definition.get_step(execution.current_step)
+        definition.node(execution.current_step)
     except DurableError as exc:
-        _set_aside_unrunnable(execution, exc)
+        _set_aside(execution, exc)
         return 0
-    run = _open_attempt(execution, worker)
+    run = Run(execution, definition, worker, queues, tokens, codec.encode(execution.context))
+    attempt = _open_first_attempt(execution, worker)
     attempts = 0
-    while run is not None:
-        step = definition.get_step(run.step_name)
+    while attempt is not None:
+        step = definition.node(attempt.step_name)
         if on_attempt is not None:
-            on_attempt(run, step)
-        outcome = _run_step(execution, step, run)
+            on_attempt(attempt, step)
+        outcome = _run_step(execution, step, attempt, codec.decode(run.stored))
         attempts += 1
         must_stop = keep_going is not None and not keep_going(attempts)
-        run = _record(execution, definition, run, outcome, worker, queues, must_stop)
+        attempt = _record(run, attempt, outcome, must_stop)
     return attempts
 
 
-def _open_attempt(execution: WorkflowExecution, worker: str) -> StepExecution:
-    run = StepExecution(
+def _open_first_attempt(execution: WorkflowExecution, worker: str) -> StepExecution | None:
+    """The claim's first attempt, inserted only while the claim still holds (a cancel
+    may land between claim and start). Back from a wait, the run that parked is marked
+    `resumed`, so only the attempt the execution is parked on is ever `waiting`."""
+    attempt = StepExecution(
         id=execution.run_token,
         execution=execution,
         step_name=execution.current_step,
@@ -322,40 +129,57 @@ def _open_attempt(execution: WorkflowExecution, worker: str) -> StepExecution:
         worker=worker,
         started_at=clock.now(),
     )
-    run.save(force_insert=True)
-    return run
+    with transaction.atomic():
+        if not claims.insert_if_held(attempt, execution.id, execution.run_token):
+            return None
+        if getattr(execution, "claimed_from", None) == ExecutionStatus.WAITING:
+            StepExecution.objects.filter(execution=execution, status=StepStatus.WAITING).exclude(
+                id=attempt.id
+            ).update(status=StepStatus.RESUMED)
+    return attempt
 
 
-def _set_aside_unrunnable(execution: WorkflowExecution, exc: DurableError) -> None:
-    """A claimed execution whose workflow or step this process does not know, as when a
-    worker still runs older code during a deploy: give it back for a worker that does."""
+def _set_aside(execution: WorkflowExecution, exc: DurableError) -> None:
+    """A claimed execution this process cannot run (an unknown workflow or step, as when
+    a worker still runs older code during a deploy): give it back for one that can."""
     log.warning(
         "Execution %s cannot run here (%s); retrying in %s.", execution.id, exc, UNKNOWN_RETRY
     )
-    WorkflowExecution.objects.filter(id=execution.id, run_token=execution.run_token).update(
-        status=ExecutionStatus.PENDING,
-        run_at=clock.now() + UNKNOWN_RETRY,
-        error=error_record(exc),  # shown in the admin until a worker that knows it claims it
-        **claims.LEASE_CLEARED,
-    )
+    try:
+        executions.transition(
+            execution,
+            RELEASED_AS[execution.status],
+            run_at=clock.now() + UNKNOWN_RETRY,
+            error=error_record(exc),  # shown in the admin until a worker that knows it claims it
+            **claims.LEASE_CLEARED,
+        )
+    except LeaseLost:
+        pass
 
 
-def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> Outcome:
-    """Call the step function on a private copy of the context and judge what it returned."""
-    context = execution.context
+def _run_step(execution: WorkflowExecution, step: Step, attempt: StepExecution, ctx) -> Outcome:
+    """Call the step function and judge what it returned."""
     scope = StepScope(
-        execution.id, run.id, step.name, execution.step_seq, len(connection.atomic_blocks)
+        execution.id,
+        attempt.id,
+        step.name,
+        execution.step_seq,
+        root_id=execution.root_id,
+        atomic_depth=len(connection.atomic_blocks),
     )
     try:
         with entered(scope), _shielded_caller_transaction():
-            returned = step.fn(copy.deepcopy(context))
+            returned = step.fn(ctx)
     except Suspend as suspension:
         return Outcome(finished_at=clock.now(), suspension=suspension)
     except Superseded:
         return Outcome(finished_at=clock.now(), superseded=True)
+    except Interrupted as interrupted:
+        # The database's failure, not the step's: the worker releases it, no retry spent.
+        raise interrupted.error from None
     except BaseException as exc:  # even SystemExit from a step fails only that step
         finished_at = clock.now()
-        if _overran(step, run, finished_at):
+        if _overran(step, attempt, finished_at):
             return _timed_out(step, finished_at)
         return Outcome(
             finished_at=finished_at,
@@ -363,10 +187,10 @@ def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> O
             retryable=getattr(exc, "retryable", True),
         )
     finished_at = clock.now()
-    if _overran(step, run, finished_at):
+    if _overran(step, attempt, finished_at):
         return _timed_out(step, finished_at)
     if returned is None:
-        return Outcome(finished_at=finished_at, context=context)
+        return Outcome(finished_at=finished_at, returned=ctx)
     if not isinstance(returned, dict):
         return Outcome(
             finished_at=finished_at,
@@ -379,10 +203,10 @@ def _run_step(execution: WorkflowExecution, step: Step, run: StepExecution) -> O
             ),
         )
     try:
-        codec.encode(returned)
+        stored = codec.encode(returned)
     except (ContextNotSerializable, RecursionError) as exc:
         return Outcome(finished_at=finished_at, retryable=False, error=error_record(exc))
-    return Outcome(finished_at=finished_at, context=returned, output=returned)
+    return Outcome(finished_at=finished_at, stored=stored, returned=returned)
 
 
 @contextmanager
@@ -420,8 +244,8 @@ def _transaction_broken() -> bool:
     return connection.connection.info.transaction_status == TransactionStatus.INERROR
 
 
-def _overran(step: Step, run: StepExecution, finished_at: datetime) -> bool:
-    return step.timeout is not None and finished_at - run.started_at > step.timeout
+def _overran(step: Step, attempt: StepExecution, finished_at: datetime) -> bool:
+    return step.timeout is not None and finished_at - attempt.started_at > step.timeout
 
 
 def _timed_out(step: Step, finished_at: datetime) -> Outcome:
@@ -430,63 +254,165 @@ def _timed_out(step: Step, finished_at: datetime) -> Outcome:
     return Outcome(finished_at=finished_at, error=error_record(StepTimeout(message)))
 
 
-def _record(
-    execution: WorkflowExecution,
-    definition: Workflow,
-    run: StepExecution,
-    outcome: Outcome,
-    worker: str,
-    queues: Sequence[str] | None,
-    must_stop: bool,
-) -> StepExecution | None:
+# -- recording ---------------------------------------------------------------------------
+
+
+def _record(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool):
     """Write an attempt's outcome and the execution's next state in one transaction.
 
-    Returns the next attempt when this worker continues with it, else None.
+    Returns the next attempt when this thread continues with it, else None.
     """
     if outcome.superseded:
-        _close_superseded(run)
+        _close_superseded(attempt)
         return None
-    # `_advance` updates the in-memory execution as it writes; if the transaction then
+    execution = run.execution
+    # The door updates the in-memory execution as it writes; if the transaction then
     # rolls back, the object must say again what the database says.
     committed = dict(execution.__dict__)
     try:
         with transaction.atomic():
             if outcome.suspension is not None:
-                _record_suspension(execution, run, outcome)
+                _park(execution, attempt, outcome)
                 return None
             if outcome.failed:
-                _record_failure(execution, definition, run, outcome)
+                record_failure(execution, run.definition, attempt, outcome)
                 return None
-            return _record_success(execution, definition, run, outcome, worker, queues, must_stop)
+            return _step_completed(run, attempt, outcome, must_stop)
     except LeaseLost:
-        _close_superseded(run)
+        _close_superseded(attempt)
         return None
-    except (OperationalError, InterfaceError):
+    except DATABASE_ERRORS:
         execution.__dict__.update(committed)
         raise  # the connection, not the outcome: the worker releases and retries later
     except Exception as exc:
         execution.__dict__.update(committed)
-        _record_unrecordable(execution, definition, run, outcome, exc)
+        _record_unrecordable(run, attempt, outcome, exc)
         return None
 
 
-def _record_unrecordable(execution, definition, run, outcome, exc: Exception) -> None:
+def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool):
+    execution, definition = run.execution, run.definition
+    now = outcome.finished_at
+    if outcome.stored is not None:
+        run.stored = outcome.stored
+    context = codec.Encoded(run.stored)
+    move = definition.after(attempt.step_name, outcome.returned)
+    if isinstance(move, End):
+        executions.finish(
+            execution,
+            ExecutionStatus.COMPLETED,
+            now=now,
+            own_attempt=attempt.id,
+            context=context,
+            current_step=None,
+            recoveries=0,
+        )
+        _close_attempt(attempt, StepStatus.COMPLETED, outcome)
+        return None
+    moves = {
+        "context": context,
+        "current_step": move.node_id,
+        "attempt": 1,
+        "step_seq": execution.step_seq + 1,
+        "recoveries": 0,
+    }
+    if execution.deadline is not None and now >= execution.deadline:
+        executions.finish(
+            execution,
+            ExecutionStatus.FAILED,
+            error=workflow_timeout(execution),
+            now=now,
+            own_attempt=attempt.id,
+            **moves,  # resume continues after the step that completed
+        )
+        _close_attempt(attempt, StepStatus.COMPLETED, outcome)
+        return None
+    next_queue = definition.run_queue(move.node_id, execution.queue)
+    if must_stop or (run.queues is not None and next_queue not in run.queues):
+        executions.transition(
+            execution,
+            ExecutionStatus.PENDING,
+            run_queue=next_queue,
+            run_at=now,
+            **moves,
+            **claims.LEASE_CLEARED,
+        )
+        _close_attempt(attempt, StepStatus.COMPLETED, outcome)
+        claims.notify(next_queue)
+        return None
+    next_attempt = StepExecution(
+        id=uuid.uuid4(),
+        execution=execution,
+        step_name=move.node_id,
+        attempt=1,
+        status=StepStatus.RUNNING,
+        worker=run.worker,
+        started_at=now,
+    )
+    run.tokens.add(next_attempt.id)
+    executions.transition(
+        execution, ExecutionStatus.RUNNING, run_queue=next_queue, run_token=next_attempt.id, **moves
+    )
+    _close_attempt(attempt, StepStatus.COMPLETED, outcome)
+    next_attempt.save(force_insert=True)
+    return next_attempt
+
+
+def _park(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome) -> None:
+    """Park the execution on its wait, unless the wait was satisfied while parking."""
+    suspension = outcome.suspension
+    executions.transition(
+        execution,
+        ExecutionStatus.WAITING,
+        run_at=suspension.wake_at,
+        recoveries=0,  # the attempt ended normally
+        **claims.LEASE_CLEARED,
+    )
+    _close_attempt(attempt, StepStatus.WAITING, outcome)
+    if waits.can_resume(execution.id, execution.step_seq, suspension.key):
+        executions.wake(execution)
+
+
+def record_failure(
+    execution: WorkflowExecution, definition: Workflow, attempt: StepExecution, outcome: Outcome
+) -> None:
+    """A failed attempt: retry later if the policy allows, else the execution fails."""
+    now = outcome.finished_at
+    policy = retry_policy(definition, definition.node(attempt.step_name))
+    if outcome.retryable and execution.attempt < policy.max_attempts:
+        executions.transition(
+            execution,
+            ExecutionStatus.PENDING,
+            attempt=execution.attempt + 1,
+            recoveries=0,
+            run_at=now + policy.delay_after(execution.attempt),
+            **claims.LEASE_CLEARED,
+        )
+        claims.notify(execution.run_queue)
+    else:
+        executions.finish(
+            execution, ExecutionStatus.FAILED, error=outcome.error, now=now, own_attempt=attempt.id
+        )
+    _close_attempt(attempt, StepStatus.FAILED, outcome)
+
+
+def _record_unrecordable(run: Run, attempt: StepExecution, outcome: Outcome, exc: Exception):
     """The database refused the outcome (a value it cannot store, say): fail the step
     for good instead of running it again and again."""
-    prefix = f"The outcome of step {run.step_name!r} could not be stored: "
+    prefix = f"The outcome of step {attempt.step_name!r} could not be stored: "
     failure = Outcome(
         finished_at=outcome.finished_at, retryable=False, error=error_record(exc, prefix)
     )
     try:
         with transaction.atomic():
-            _record_failure(execution, definition, run, failure)
+            record_failure(run.execution, run.definition, attempt, failure)
     except LeaseLost:
-        _close_superseded(run)
+        _close_superseded(attempt)
 
 
-def _close_superseded(run: StepExecution) -> None:
+def _close_superseded(attempt: StepExecution) -> None:
     """An attempt that lost its execution: close its row if nothing else did."""
-    StepExecution.objects.filter(id=run.id, status=StepStatus.RUNNING).update(
+    StepExecution.objects.filter(id=attempt.id, status=StepStatus.RUNNING).update(
         status=StepStatus.FAILED,
         completed_at=clock.now(),
         error={
@@ -498,98 +424,14 @@ def _close_superseded(run: StepExecution) -> None:
     )
 
 
-def _record_success(execution, definition, run, outcome, worker, queues, must_stop):
-    now = outcome.finished_at
-    next_name = definition.step_after(run.step_name)
-    if execution.deadline is not None and now >= execution.deadline and next_name:
-        _advance(
-            execution,
-            context=outcome.context,
-            current_step=next_name,  # resume continues after the step that completed
-            attempt=1,
-            **_failed(_workflow_timeout(execution), now),
-        )
-        _close_attempt(run, StepStatus.COMPLETED, outcome)
-        return None
-    if next_name is None:
-        _advance(
-            execution,
-            status=ExecutionStatus.COMPLETED,
-            context=outcome.context,
-            current_step=None,
-            completed_at=now,
-            recoveries=0,
-            **claims.LEASE_CLEARED,
-        )
-        _close_attempt(run, StepStatus.COMPLETED, outcome)
-        return None
-    next_queue = _run_queue(definition, next_name, execution.queue)
-    stays_here = not must_stop and (queues is None or next_queue in queues)
-    moves = {
-        "context": outcome.context,
-        "current_step": next_name,
-        "attempt": 1,
-        "step_seq": execution.step_seq + 1,
-        "recoveries": 0,
-    }
-    if not stays_here:
-        _advance(
-            execution,
-            status=ExecutionStatus.PENDING,
-            run_queue=next_queue,
-            run_at=now,
-            **moves,
-            **claims.LEASE_CLEARED,
-        )
-        _close_attempt(run, StepStatus.COMPLETED, outcome)
-        claims.notify(next_queue)
-        return None
-    next_run = StepExecution(
-        id=uuid.uuid4(),
-        execution=execution,
-        step_name=next_name,
-        attempt=1,
-        status=StepStatus.RUNNING,
-        worker=worker,
-        started_at=now,
+def _close_attempt(attempt: StepExecution, status: str, outcome: Outcome) -> None:
+    StepExecution.objects.filter(id=attempt.id).update(
+        status=status,
+        output=codec.Encoded(outcome.stored) if outcome.stored is not None else None,
+        error=outcome.error,
+        completed_at=outcome.finished_at,
+        duration_ms=_milliseconds(outcome.finished_at - attempt.started_at),
     )
-    _advance(execution, run_queue=next_queue, run_token=next_run.id, **moves)
-    _close_attempt(run, StepStatus.COMPLETED, outcome)
-    next_run.save(force_insert=True)
-    return next_run
-
-
-def _record_suspension(execution, run, outcome) -> None:
-    """Park the execution on its wait, unless the wait was satisfied while parking."""
-    suspension = outcome.suspension
-    _advance(
-        execution,
-        status=ExecutionStatus.WAITING,
-        run_at=suspension.wake_at,
-        recoveries=0,  # the attempt ended normally
-        **claims.LEASE_CLEARED,
-    )
-    _close_attempt(run, StepStatus.WAITING, outcome)
-    if waits.can_resume(execution.id, execution.step_seq, suspension.key):
-        events.wake(execution)
-
-
-def _record_failure(execution, definition, run, outcome) -> None:
-    now = outcome.finished_at
-    policy = retry_policy(definition, definition.get_step(run.step_name))
-    if outcome.retryable and execution.attempt < policy.max_attempts:
-        _advance(
-            execution,
-            status=ExecutionStatus.PENDING,
-            attempt=execution.attempt + 1,
-            recoveries=0,
-            run_at=now + policy.delay_after(execution.attempt),
-            **claims.LEASE_CLEARED,
-        )
-        claims.notify(execution.run_queue)
-    else:
-        _advance(execution, **_failed(outcome.error, now))
-    _close_attempt(run, StepStatus.FAILED, outcome)
 
 
 def retry_policy(definition: Workflow, step: Step) -> Retry:
@@ -597,42 +439,18 @@ def retry_policy(definition: Workflow, step: Step) -> Retry:
     return step.retry or definition.retry or Retry.coerce(conf.get("DEFAULT_RETRY")) or Retry()
 
 
-def _failed(error: dict, now: datetime) -> dict:
-    return {
-        "status": ExecutionStatus.FAILED,
-        "error": error,
-        "completed_at": now,
-        **claims.LEASE_CLEARED,
-    }
+def timed_out_outcome(step: Step) -> Outcome:
+    """How the timers record an attempt that overran its step timeout."""
+    return _timed_out(step, clock.now())
 
 
-def _workflow_timeout(execution: WorkflowExecution) -> dict:
+def workflow_timeout(execution: WorkflowExecution) -> dict:
+    """The error an execution past its workflow timeout fails with."""
     return error_record(
         WorkflowTimeout(
             f"Workflow {execution.workflow_name!r} did not finish by its deadline "
             f"({execution.deadline:%Y-%m-%d %H:%M:%S %Z})."
         )
-    )
-
-
-def _advance(execution: WorkflowExecution, **changes: Any) -> None:
-    """Apply `changes` to the execution if this attempt still owns it, else LeaseLost."""
-    updated = WorkflowExecution.objects.filter(
-        id=execution.id, run_token=execution.run_token
-    ).update(**changes)
-    if not updated:
-        raise LeaseLost(execution.id)
-    for name, value in changes.items():
-        setattr(execution, name, value)
-
-
-def _close_attempt(run: StepExecution, status: str, outcome: Outcome) -> None:
-    StepExecution.objects.filter(id=run.id).update(
-        status=status,
-        output=outcome.output,
-        error=outcome.error,
-        completed_at=outcome.finished_at,
-        duration_ms=_milliseconds(outcome.finished_at - run.started_at),
     )
 
 
@@ -651,47 +469,3 @@ def error_record(exc: BaseException, prefix: str = "") -> dict:
 
 def _storable(text: str) -> str:
     return text.replace("\x00", "\\x00")
-
-
-# -- timers ----------------------------------------------------------------------------
-
-
-def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
-    """Fail an attempt still running past its step timeout; its late result is discarded."""
-    execution = WorkflowExecution.objects.filter(id=execution_id, run_token=run_token).first()
-    if execution is None:
-        return False
-    definition = registry.get(execution.workflow_name)
-    step = definition.get_step(execution.current_step)
-    run = StepExecution.objects.get(id=run_token)
-    outcome = _timed_out(step, clock.now())
-    try:
-        with transaction.atomic():
-            _record_failure(execution, definition, run, outcome)
-    except LeaseLost:
-        return False
-    return True
-
-
-def expire_deadlines() -> int:
-    """Fail active executions whose workflow timeout has passed."""
-    now = clock.now()
-    expired = 0
-    with transaction.atomic():
-        overdue = WorkflowExecution.objects.select_for_update(skip_locked=True).filter(
-            status__in=ACTIVE_STATUSES, deadline__lte=now
-        )[:DEADLINE_BATCH]
-        for execution in overdue:
-            _interrupt_attempt(execution, now, "WorkflowTimeout", "The workflow timed out.")
-            _withdraw_inputs(execution)
-            WorkflowExecution.objects.filter(id=execution.id).update(
-                **_failed(_workflow_timeout(execution), now)
-            )
-            expired += 1
-    return expired
-
-
-def run_timers() -> None:
-    """Due work that no claim picks up by itself: lapsed leases and passed deadlines."""
-    claims.reclaim_expired_leases()
-    expire_deadlines()

@@ -15,8 +15,9 @@ class NonRetryableError(DurableError):
     retryable = False
 
 
-class WorkflowDefinitionError(DurableError):
-    """A workflow or step is defined wrongly (duplicate name, bad option, ...)."""
+class WorkflowDefinitionError(DurableError, ValueError):
+    """A workflow, step or wait is defined wrongly (duplicate or too long a name, a bad
+    option, ...); raised when it is defined or called, never later by the database."""
 
 
 class UnknownWorkflow(DurableError):
@@ -89,3 +90,12 @@ class InputTimedOut(DurableError):
     """An input with `on_timeout="fail"` got no answer in time; the step fails."""
 
     retryable = False
+
+
+class InvalidTransition(DurableError):
+    """An execution was asked to move between statuses the status machine does not
+    allow (a bug in django-durable, never the user's doing)."""
+
+
+class WorkerError(DurableError):
+    """The worker cannot start (for example, a second worker on one SQLite file)."""

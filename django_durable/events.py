@@ -1,65 +1,74 @@
-"""Events sent to executions, and how they are matched to the waits that want them.
+"""Events: the waits that want them, sending them, and matching one to the other.
 
 An event is stored first and consumed later, so it is never lost: by a wait already
 parked on it (at `send_event`), or by the first matching wait the step reaches
-(`waits.wait_for_*`). Consumption is a conditional update on the event row, so one
-event satisfies exactly one wait.
+(`wait_for_*`). Consumption is a conditional update on the event row, so one event
+satisfies exactly one wait.
+
+Events are addressed to a workflow execution and stored on it; a wait anywhere in its
+tree (its own steps, its parallel branches and foreach items) hears them, because each
+wait row carries the `root` it listens to.
 """
 
+import hashlib
+import json
 import uuid
 from typing import Any
 
 from django.db import transaction
 
-from . import claims, clock, codec
-from .errors import ContextNotSerializable, ExecutionNotActive, InvalidEventName
-from .models import ACTIVE_STATUSES, Event, ExecutionStatus, Wait, WaitStatus, WorkflowExecution
+from . import clock, codec, executions
+from .dsl.names import EVENT_NAME, checked_name
+from .durations import to_timedelta
+from .errors import ContextNotSerializable, InvalidEventName, WorkflowDefinitionError
+from .models import Event, Wait, WaitStatus
+from .scope import Suspend, check_still_owner, current, engine_call, is_due, record_once
 
-MAX_NAME_LENGTH = Event._meta.get_field("name").max_length
+MAX_KEY_LENGTH = Wait._meta.get_field("key").max_length
+
+
+def wait_for_event(name: str, *, timeout: Any = None, timeout_value: Any = None) -> Any:
+    """The payload of the next event called `name` (or `timeout_value` after `timeout`)."""
+    return _wait_for_events(Wait.Kind.EVENT, [name], timeout, timeout_value, "wait_for_event")
+
+
+def wait_for_any(names: list[str], *, timeout: Any = None, timeout_value: Any = None) -> Any:
+    """`(name, payload)` of the first of `names` to arrive (or `timeout_value`)."""
+    timed_out = object()
+    result = _wait_for_events(Wait.Kind.ANY, names, timeout, timed_out, "wait_for_any")
+    return timeout_value if result is timed_out else tuple(result)
+
+
+def wait_for_all(names: list[str], *, timeout: Any = None, timeout_value: Any = None) -> Any:
+    """`{name: payload}` once every one of `names` arrived (or `timeout_value`)."""
+    return _wait_for_events(Wait.Kind.ALL, names, timeout, timeout_value, "wait_for_all")
 
 
 def send_event(execution_id: "uuid.UUID | str", name: str, payload: Any = None) -> None:
-    """Deliver an event; a wait parked on it resumes the execution at once."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
-        raise InvalidEventName(
-            f"An event name must be a string of 1 to {MAX_NAME_LENGTH} characters, not {name!r}."
-        )
+    """Deliver an event; a wait parked on it, anywhere in the execution's tree, resumes."""
     try:
+        checked_name(name, "An event name", EVENT_NAME)
         codec.encode(name, "name")
-    except ContextNotSerializable as exc:
+    except (WorkflowDefinitionError, ContextNotSerializable) as exc:
         raise InvalidEventName(str(exc)) from None
     codec.encode(payload, "payload")
     with transaction.atomic():
-        execution = lock_active_execution(execution_id, "receive events")
-        Event.objects.create(
-            execution=execution, name=name, payload=payload, received_at=clock.now()
+        root = executions.lock_root(execution_id, "receive events")
+        Event.objects.create(execution=root, name=name, payload=payload, received_at=clock.now())
+        parked = (
+            Wait.objects.filter(root=root, status=WaitStatus.WAITING)
+            .exclude(kind=Wait.Kind.SLEEP)
+            .order_by("created_at", "id")
         )
-        parked = Wait.objects.filter(
-            execution=execution, step_seq=execution.step_seq, status=WaitStatus.WAITING
-        ).exclude(kind=Wait.Kind.SLEEP)
         for wait in parked:
-            if name in wait.event_names and offer_events(wait) == WaitStatus.RESOLVED:
-                wake(execution)
+            if name not in wait.event_names:
+                continue
+            owner = executions.lock_member(root, wait.execution_id)
+            if wait.step_seq != owner.step_seq:
+                continue  # left behind by an earlier visit to a step; nobody listens
+            if offer_events(wait) == WaitStatus.RESOLVED:
+                executions.wake(owner)
                 break
-
-
-def lock_active_execution(execution_id: "uuid.UUID | str", action: str) -> WorkflowExecution:
-    """Lock an execution row for a change sent from outside, or explain why not."""
-    execution = WorkflowExecution.objects.select_for_update().by_id(execution_id)
-    if execution.status not in ACTIVE_STATUSES:
-        raise ExecutionNotActive(
-            f"Execution {execution.id} is {execution.status}, so it cannot {action}."
-        )
-    return execution
-
-
-def wake(execution: WorkflowExecution) -> None:
-    """Make a parked execution runnable now (a running one re-checks when it parks)."""
-    if execution.status == ExecutionStatus.WAITING:
-        WorkflowExecution.objects.filter(id=execution.id, status=ExecutionStatus.WAITING).update(
-            run_at=clock.now()
-        )
-        claims.notify(execution.run_queue)
 
 
 def offer_events(wait: Wait) -> str:
@@ -91,6 +100,66 @@ def has_unconsumed(wait: Wait) -> bool:
     return _unconsumed(wait, _missing(wait)).exists()
 
 
+def end_wait(wait: Wait, status: str) -> None:
+    """End a parked wait (conditionally: an event may have resolved it first)."""
+    Wait.objects.filter(id=wait.id, status=WaitStatus.WAITING).update(
+        status=status, resolved_at=clock.now()
+    )
+
+
+def wait_key(kind: str, names: list[str]) -> str:
+    """The key of an event wait within its step visit: distinct for distinct name lists
+    (`["a,b"]` is not `["a", "b"]`), and never longer than the column."""
+    if kind == Wait.Kind.EVENT:
+        return f"{kind}:{names[0]}"
+    spelled = f"{kind}:{json.dumps(names, ensure_ascii=False, separators=(',', ':'))}"
+    if len(spelled) <= MAX_KEY_LENGTH:
+        return spelled
+    return f"{kind}:#{hashlib.sha256(spelled.encode()).hexdigest()}"
+
+
+# -- internals ---------------------------------------------------------------------------
+
+
+@engine_call
+def _wait_for_events(kind: str, names: Any, timeout: Any, timeout_value: Any, what: str) -> Any:
+    scope = current(what)
+    names = _checked_names(names, what)
+    delta = to_timedelta(timeout, f"{what} timeout")
+    now = clock.now()
+    wait = record_once(
+        scope,
+        Wait,
+        {"key": wait_key(kind, names)},
+        kind=kind,
+        event_names=names,
+        wake_at=now + delta if delta else None,
+        created_at=now,
+    )
+    if wait.status == WaitStatus.WAITING:
+        with transaction.atomic():
+            check_still_owner(scope)
+            offer_events(wait)
+        wait.refresh_from_db()
+    if wait.status == WaitStatus.WAITING and is_due(wait.wake_at):
+        end_wait(wait, WaitStatus.TIMED_OUT)
+        wait.refresh_from_db()
+    if wait.status == WaitStatus.RESOLVED:
+        return wait.result
+    if wait.status == WaitStatus.TIMED_OUT:
+        return timeout_value
+    raise Suspend(wait.key, wait.wake_at)
+
+
+def _checked_names(names: Any, what: str) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    if not names:
+        raise WorkflowDefinitionError(f"{what}() needs event names (non-empty strings).")
+    return [checked_name(name, f"{what}(): an event name", EVENT_NAME) for name in names]
+
+
 def _collected(wait: Wait) -> dict:
     """What a wait_for_all has gathered so far."""
     return dict(wait.result or {}) if wait.kind == Wait.Kind.ALL else {}
@@ -103,7 +172,7 @@ def _missing(wait: Wait) -> list[str]:
 
 def _unconsumed(wait: Wait, names: list[str]):
     return Event.objects.filter(
-        execution_id=wait.execution_id, name__in=names, consumed_at__isnull=True
+        execution_id=wait.root_id, name__in=names, consumed_at__isnull=True
     ).order_by("id")
 
 

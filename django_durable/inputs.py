@@ -1,8 +1,11 @@
-"""Human input: the questions steps ask, checking answers against them, and answering.
+"""Human input: the questions steps ask (`wait_for_input` and its wrappers), checking
+answers against them, and answering (`provide_input`).
 
 An answer is checked against the input's type before anything is written, so a bad
 value raises `InvalidInput` and changes nothing. Answering and timing out are both
-conditional updates of the pending row, so exactly one of them wins.
+conditional updates of the pending row, so exactly one of them wins. Inputs are
+answered through the workflow execution: one asked inside a parallel branch or a
+foreach item is found through the `root` its row carries.
 """
 
 import uuid
@@ -15,10 +18,21 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import clock, codec
-from .errors import ContextNotSerializable, InputNotPending, InvalidInput, WorkflowDefinitionError
-from .events import lock_active_execution, wake
+from . import clock, codec, executions
+from .dsl.names import INPUT_NAME, checked_name
+from .durations import to_timedelta
+from .errors import (
+    ContextNotSerializable,
+    InputNotPending,
+    InputTimedOut,
+    InvalidInput,
+    WorkflowDefinitionError,
+)
 from .models import InputStatus, InputType, PendingInput
+from .scope import Suspend, current, engine_call, is_due, record_once
+
+KEY_PREFIX = "input:"
+ON_TIMEOUT = ("resume", "fail")
 
 MAX_EXPONENT = 300
 FIELD_TYPES = ("text", "textarea", "number", "boolean", "select", "date", "email")
@@ -30,22 +44,114 @@ APPROVAL_VALUES = {
 }
 
 
+def wait_for_input(
+    name: str,
+    *,
+    type: str = InputType.FREE_TEXT,
+    prompt: str = "",
+    metadata: dict | None = None,
+    fields: list[dict] | None = None,
+    choices: list | None = None,
+    timeout: Any = None,
+    timeout_value: Any = None,
+    on_timeout: str = "resume",
+) -> Any:
+    """Ask a person for input (a `PendingInput`) and return their validated answer.
+
+    After `timeout` the call returns `timeout_value`, or with `on_timeout="fail"` fails
+    the step with `InputTimedOut`.
+    """
+    scope = current("wait_for_input")
+    checked_name(name, "An input name", INPUT_NAME)
+    if type not in InputType.values:
+        raise WorkflowDefinitionError(
+            f"Input type {type!r} is unknown; use one of {', '.join(InputType.values)}."
+        )
+    if on_timeout not in ON_TIMEOUT:
+        raise WorkflowDefinitionError("on_timeout must be 'resume' or 'fail'.")
+    fields = normalise_fields(fields) if type == InputType.FORM else []
+    choices = normalise_choices(choices) if "choice" in type else []
+    delta = to_timedelta(timeout, "input timeout")
+    asked = (prompt, metadata, fields, choices)
+    return _ask(scope, name, type, *asked, delta, on_timeout, timeout_value)
+
+
+def wait_for_approval(name: str, **options: Any) -> Any:
+    """`"approved"` or `"rejected"`."""
+    return wait_for_input(name, type=InputType.APPROVAL, **options)
+
+
+def wait_for_choice(name: str, choices: list, *, multiple: bool = False, **options: Any) -> Any:
+    """One of the offered `choices` values (a list of them with `multiple=True`)."""
+    kind = InputType.MULTI_CHOICE if multiple else InputType.SINGLE_CHOICE
+    return wait_for_input(name, type=kind, choices=choices, **options)
+
+
+def wait_for_text(name: str, **options: Any) -> Any:
+    """Free text."""
+    return wait_for_input(name, type=InputType.FREE_TEXT, **options)
+
+
+def wait_for_form(name: str, fields: list[dict], **options: Any) -> Any:
+    """A dict of form values, checked against `fields`."""
+    return wait_for_input(name, type=InputType.FORM, fields=fields, **options)
+
+
+@engine_call
+def _ask(scope, name, kind, prompt, metadata, fields, choices, timeout, on_timeout, timeout_value):
+    now = clock.now()
+    pending = record_once(
+        scope,
+        PendingInput,
+        {"input_name": name},
+        input_type=kind,
+        prompt=prompt,
+        metadata=metadata or {},
+        fields=fields,
+        choices=choices,
+        timeout_at=now + timeout if timeout else None,
+        created_at=now,
+    )
+    if pending.status == InputStatus.PENDING and is_due(pending.timeout_at):
+        PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
+            status=InputStatus.TIMED_OUT
+        )
+        pending.refresh_from_db()
+    if pending.status == InputStatus.COMPLETED:
+        return pending.response
+    if pending.status == InputStatus.TIMED_OUT:
+        if on_timeout == "fail":
+            raise InputTimedOut(f"Input {name!r} was not answered by {pending.timeout_at:%c}.")
+        return timeout_value
+    raise Suspend(KEY_PREFIX + name, pending.timeout_at)
+
+
+def answered(execution_id: Any, step_seq: int, key: str) -> bool:
+    """Whether the input a step just parked on was answered (or timed out) meanwhile."""
+    return (
+        PendingInput.objects.filter(
+            execution_id=execution_id, step_seq=step_seq, input_name=key[len(KEY_PREFIX) :]
+        )
+        .exclude(status=InputStatus.PENDING)
+        .exists()
+    )
+
+
 def provide_input(
     execution_id: "uuid.UUID | str", name: str, value: Any, *, responded_by: str | None = None
 ) -> Any:
-    """Answer a pending input; the waiting step resumes with the (normalised) value."""
+    """Answer a pending input; the waiting step resumes with the (normalised) value.
+
+    The input may have been asked anywhere in the execution's tree; if several are open
+    under one name, the one asked first is answered.
+    """
     _check_responder(responded_by)
     with transaction.atomic():
-        execution = lock_active_execution(execution_id, "receive input")
-        pending = PendingInput.objects.filter(
-            execution=execution,
-            step_seq=execution.step_seq,
-            input_name=name,
-            status=InputStatus.PENDING,
-        ).first()
+        root = executions.lock_root(execution_id, "receive input")
+        execution, pending = _open_input(root, name)
         if pending is None:
             raise InputNotPending(
-                f"Execution {execution.id} has no pending input named {name!r} (it was never "
+                f"Execution {root.id} has no pending input named {name!r} (it was never "
                 "asked, is already answered, or timed out)."
             )
         now = clock.now()
@@ -61,8 +167,21 @@ def provide_input(
         )
         if not answered:
             raise InputNotPending(f"Input {name!r} was answered or timed out meanwhile.")
-        wake(execution)
+        executions.wake(execution)
     return cleaned
+
+
+def _open_input(root, name: str):
+    """The oldest input named `name` still open in `root`'s tree, with its execution
+    (locked after the root); an input left by an earlier visit to a step is skipped."""
+    candidates = PendingInput.objects.filter(
+        root=root, input_name=name, status=InputStatus.PENDING
+    ).order_by("created_at", "id")
+    for pending in candidates:
+        execution = executions.lock_member(root, pending.execution_id)
+        if pending.step_seq == execution.step_seq:
+            return execution, pending
+    return root, None
 
 
 def list_pending_inputs(

@@ -17,6 +17,8 @@ class DurableJSONField(models.JSONField):
         return codec.decode(super().from_db_value(value, expression, connection))
 
     def get_prep_value(self, value):
+        if isinstance(value, codec.Encoded):
+            return super().get_prep_value(value.value)
         return super().get_prep_value(codec.encode(value))
 
 
@@ -32,8 +34,44 @@ class ExecutionStatus(models.TextChoices):
     COMPENSATION_FAILED = "compensation_failed"
 
 
-ACTIVE_STATUSES = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.WAITING)
-CLAIMABLE_STATUSES = (ExecutionStatus.PENDING, ExecutionStatus.WAITING)
+_S = ExecutionStatus
+
+# The status machine: every status an execution may move to from each status. The door
+# (`executions.transition`/`finish`) checks every change against it; the claim and the
+# release follow CLAIMED_AS and RELEASED_AS. Drawn in docs/how-it-works.md.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    _S.PENDING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
+    _S.RUNNING: frozenset(
+        {_S.RUNNING, _S.PENDING, _S.WAITING, _S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.COMPENSATING}
+    ),
+    _S.WAITING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.COMPENSATING}),
+    _S.COMPENSATING: frozenset(
+        {_S.COMPENSATING, _S.COMPENSATED, _S.COMPENSATION_FAILED, _S.CANCELLED}
+    ),
+    _S.FAILED: frozenset({_S.PENDING}),
+    _S.CANCELLED: frozenset({_S.PENDING}),
+    _S.COMPLETED: frozenset(),
+    _S.COMPENSATED: frozenset(),
+    _S.COMPENSATION_FAILED: frozenset(),
+}
+# A claim leases a runnable execution and keeps its phase: work forward runs as
+# `running`, undoing work stays `compensating`. A release gives it back unheld.
+CLAIMED_AS = {_S.PENDING: _S.RUNNING, _S.WAITING: _S.RUNNING, _S.COMPENSATING: _S.COMPENSATING}
+RELEASED_AS = {_S.RUNNING: _S.PENDING, _S.COMPENSATING: _S.COMPENSATING}
+CLAIMABLE_STATUSES = tuple(CLAIMED_AS)
+ACTIVE_STATUSES = (_S.PENDING, _S.RUNNING, _S.WAITING, _S.COMPENSATING)
+# Still working towards completion: the workflow timeout applies.
+FORWARD_STATUSES = (_S.PENDING, _S.RUNNING, _S.WAITING)
+FINAL_STATUSES = (_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.COMPENSATED, _S.COMPENSATION_FAILED)
+
+
+class ExecutionKind(models.TextChoices):
+    """What a row of `durable_execution` runs: a workflow (also a child workflow), or
+    one parallel branch or foreach item of its parent, which is addressed through it."""
+
+    WORKFLOW = "workflow"
+    BRANCH = "branch"
+    ITEM = "item"
 
 
 class StepStatus(models.TextChoices):
@@ -41,14 +79,29 @@ class StepStatus(models.TextChoices):
     COMPLETED = "completed"
     FAILED = "failed"
     WAITING = "waiting"
+    RESUMED = "resumed"  # ran up to a wait, and the step has since run again
     SKIPPED = "skipped"
 
 
 class WorkflowExecutionQuerySet(models.QuerySet):
+    """Query vocabulary, each method named after what it asks and served by one index."""
+
     def runnable(self, now, queues=None):
-        """Executions a worker may claim now: due, and not held by anyone."""
-        qs = self.filter(status__in=CLAIMABLE_STATUSES, run_at__lte=now)
+        """Executions a worker may claim now: due, and not held (durable_exec_runnable)."""
+        qs = self.filter(UNHELD_CLAIMABLE, run_at__lte=now)
         return qs if queues is None else qs.filter(run_queue__in=queues)
+
+    def active(self):
+        """Executions not finished yet (pending, running, waiting, compensating)."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def overdue(self, now):
+        """Executions still going forward past their workflow timeout (durable_exec_deadline)."""
+        return self.filter(status__in=FORWARD_STATUSES, deadline__lte=now)
+
+    def lease_lapsed(self, now):
+        """Executions whose holder stopped renewing its lease (durable_exec_lease)."""
+        return self.filter(locked_until__lt=now)
 
     def in_claim_order(self):
         return self.order_by("-priority", "run_at")
@@ -59,6 +112,9 @@ class WorkflowExecutionQuerySet(models.QuerySet):
             return self.get(id=execution_id)
         except (self.model.DoesNotExist, ValidationError, ValueError, TypeError):
             raise ExecutionNotFound(f"No execution with id {execution_id!r}.") from None
+
+
+UNHELD_CLAIMABLE = Q(status__in=CLAIMABLE_STATUSES, locked_by__isnull=True)
 
 
 class WorkflowExecution(models.Model):
@@ -89,9 +145,17 @@ class WorkflowExecution(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     step_seq = models.PositiveIntegerField(default=1)
     recoveries = models.PositiveIntegerField(default=0)
+    kind = models.CharField(
+        max_length=16, choices=ExecutionKind.choices, default=ExecutionKind.WORKFLOW
+    )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
+    # The execution that events and inputs for this row are addressed to: itself for a
+    # workflow, its workflow's for a branch or item. Rows go with their parent (CASCADE
+    # above), so this link needs no index of its own.
+    root = models.ForeignKey("self", on_delete=models.DO_NOTHING, related_name="+", db_index=False)
+    item_index = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     scheduled_at = models.DateTimeField(null=True, blank=True)
     run_at = models.DateTimeField(null=True, blank=True)
@@ -113,17 +177,17 @@ class WorkflowExecution(models.Model):
         indexes = [
             models.Index(
                 fields=["run_queue", "-priority", "run_at"],
-                condition=Q(status__in=CLAIMABLE_STATUSES),
+                condition=UNHELD_CLAIMABLE,
                 name="durable_exec_runnable",
             ),
             models.Index(
                 fields=["locked_until"],
-                condition=Q(status=ExecutionStatus.RUNNING),
+                condition=Q(locked_until__isnull=False),
                 name="durable_exec_lease",
             ),
             models.Index(
                 fields=["deadline"],
-                condition=Q(status__in=ACTIVE_STATUSES),
+                condition=Q(status__in=FORWARD_STATUSES, deadline__isnull=False),
                 name="durable_exec_deadline",
             ),
             models.Index(fields=["-created_at"], name="durable_exec_created"),
@@ -138,6 +202,11 @@ class WorkflowExecution(models.Model):
                 name="durable_exec_idempotency",
             ),
         ]
+
+    def save(self, *args, **kwargs):
+        if self.root_id is None:
+            self.root_id = self.id
+        super().save(*args, **kwargs)
 
     def __str__(self) -> str:
         return f"{self.workflow_name} {str(self.id)[:8]} ({self.status})"
@@ -201,6 +270,7 @@ class WaitStatus(models.TextChoices):
     WAITING = "waiting"
     RESOLVED = "resolved"
     TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"  # its execution ended first
 
 
 class Wait(models.Model):
@@ -218,6 +288,10 @@ class Wait(models.Model):
         ALL = "all"
 
     execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="waits")
+    # Where events for this wait are sent: its execution's root (see WorkflowExecution).
+    root = models.ForeignKey(
+        WorkflowExecution, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
     step_seq = models.PositiveIntegerField()
     step_name = models.CharField(max_length=200)
     key = models.CharField(max_length=500)
@@ -239,9 +313,12 @@ class Wait(models.Model):
         ]
         indexes = [
             models.Index(
-                fields=["execution", "status"],
+                fields=["execution"], condition=Q(status="waiting"), name="durable_wait_open"
+            ),
+            models.Index(
+                fields=["root", "created_at"],
                 condition=Q(status="waiting"),
-                name="durable_wait_open",
+                name="durable_wait_open_root",
             ),
         ]
 
@@ -301,6 +378,10 @@ class PendingInput(models.Model):
     execution = models.ForeignKey(
         WorkflowExecution, on_delete=models.CASCADE, related_name="pending_inputs"
     )
+    # Where answers for this input are sent: its execution's root (see WorkflowExecution).
+    root = models.ForeignKey(
+        WorkflowExecution, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
     step_seq = models.PositiveIntegerField()
     step_name = models.CharField(max_length=200)
     input_name = models.CharField(max_length=200)
@@ -333,6 +414,11 @@ class PendingInput(models.Model):
                 fields=["timeout_at"],
                 condition=Q(status="pending"),
                 name="durable_input_timeout",
+            ),
+            models.Index(
+                fields=["root", "input_name", "created_at"],
+                condition=Q(status="pending"),
+                name="durable_input_open_root",
             ),
         ]
 

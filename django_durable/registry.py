@@ -1,12 +1,20 @@
-"""Workflows by name, filled by `workflow(...)` as each app's `workflows.py` is imported."""
+"""Workflows by name, filled by `workflow(...)` as each app's `workflows.py` is imported.
 
-from .dsl import Workflow
+It knows definitions only by their `name` and `origin`, so it sits below the DSL that
+fills it and the engine that reads it.
+"""
+
+from typing import TYPE_CHECKING
+
 from .errors import UnknownWorkflow, WorkflowDefinitionError
 
-_workflows: dict[str, Workflow] = {}
+if TYPE_CHECKING:
+    from .dsl import Workflow
+
+_workflows: dict[str, "Workflow"] = {}
 
 
-def register(definition: Workflow) -> None:
+def register(definition: "Workflow") -> None:
     """Register a workflow; a name already defined elsewhere is an error.
 
     Re-running the same definition (Django's autoreloader, a module imported twice)
@@ -25,9 +33,9 @@ def unregister(name: str) -> None:
     _workflows.pop(name, None)
 
 
-def get(name_or_workflow: "str | Workflow") -> Workflow:
+def get(name_or_workflow: "str | Workflow") -> "Workflow":
     """The registered workflow for a name (or the workflow itself)."""
-    if isinstance(name_or_workflow, Workflow):
+    if not isinstance(name_or_workflow, str) and hasattr(name_or_workflow, "graph"):
         return name_or_workflow
     try:
         return _workflows[name_or_workflow]
@@ -39,5 +47,5 @@ def get(name_or_workflow: "str | Workflow") -> Workflow:
         ) from None
 
 
-def all_workflows() -> list[Workflow]:
+def all_workflows() -> list["Workflow"]:
     return sorted(_workflows.values(), key=lambda wf: wf.name)

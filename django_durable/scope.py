@@ -1,14 +1,22 @@
-"""What the current thread is running: the execution and step visit that waits belong to."""
+"""What the current thread is running: the step visit that waits belong to, and the
+rules every wait follows (recorded once, written only by the attempt that owns the
+execution, and never blamed on the step when the database itself fails)."""
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from django.db import connection
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 
+from . import clock
 from .errors import NotInStep, WaitInsideTransaction
+from .models import WorkflowExecution
+
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 class Suspend(BaseException):  # noqa: N818 - a control-flow signal, not an error
@@ -28,12 +36,23 @@ class Superseded(BaseException):  # noqa: N818 - a control-flow signal, not an e
     cancelled, timed out or reclaimed meanwhile): it stops before writing anything."""
 
 
+class Interrupted(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """The database failed while a wait talked to it: an infrastructure error, not the
+    step's. The engine re-raises `error` so the worker releases the attempt instead of
+    spending one of the step's retries on it."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class StepScope:
     execution_id: object
     run_token: object
     step_name: str
     step_seq: int
+    root_id: object = None
     atomic_depth: int = 0
     sleeps: int = 0
 
@@ -66,3 +85,49 @@ def entered(scope: StepScope) -> Iterator[StepScope]:
         yield scope
     finally:
         _current.reset(token)
+
+
+def engine_call(wait: Callable) -> Callable:
+    """Mark a wait function: a database failure inside it interrupts the attempt."""
+
+    @functools.wraps(wait)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return wait(*args, **kwargs)
+        except DATABASE_ERRORS as exc:
+            raise Interrupted(exc) from exc
+
+    return guarded
+
+
+def record_once(scope: StepScope, model, key: dict, **values):
+    """The row this step visit recorded under `key`, created (by its owner only) on the
+    first run that reaches the wait; later runs of the step find it again."""
+    key = {"execution_id": scope.execution_id, "step_seq": scope.step_seq, **key}
+    found = model.objects.filter(**key).first()
+    if found is not None:
+        return found
+    try:
+        with transaction.atomic():
+            check_still_owner(scope)
+            return model.objects.create(
+                **key, root_id=scope.root_id, step_name=scope.step_name, **values
+            )
+    except IntegrityError:
+        return model.objects.get(**key)
+
+
+def check_still_owner(scope: StepScope) -> None:
+    """Stop an attempt that lost its execution before it records a wait or takes an
+    event that belongs to whoever runs the step now (call inside a transaction)."""
+    owns = (
+        WorkflowExecution.objects.select_for_update()
+        .filter(id=scope.execution_id, run_token=scope.run_token)
+        .exists()
+    )
+    if not owns:
+        raise Superseded(scope.execution_id)
+
+
+def is_due(when: datetime | None) -> bool:
+    return when is not None and when <= clock.now()

@@ -6,7 +6,7 @@
 
 from datetime import timedelta
 
-from . import claims, clock, engine
+from . import claims, clock, engine, timers
 from .durations import to_timedelta
 
 WORKER_NAME = "testing"
@@ -16,7 +16,7 @@ def run_until_idle(*, max_steps: int = 10_000) -> int:
     """Run everything runnable at the engine clock's current time; returns the attempts run."""
     attempts = 0
     while attempts < max_steps:
-        engine.run_timers()
+        timers.run_timers()
         claimed = claims.claim(WORKER_NAME, queues=None, limit=1)
         if not claimed:
             break

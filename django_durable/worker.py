@@ -23,23 +23,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import InterfaceError, OperationalError, connection, connections
+from django.db import connection, connections
 
-from . import claims, clock, conf, engine
+from . import claims, clock, conf, engine, executions, timers
 from .dsl import Step
-from .errors import DurableError
+from .errors import WorkerError
 from .models import StepExecution, WorkflowExecution
 from .models import Worker as WorkerRow
+from .scope import DATABASE_ERRORS
 
 log = logging.getLogger("django_durable.worker")
 
-DATABASE_ERRORS = (OperationalError, InterfaceError)
 TICK_SECONDS = 1.0
 RECONNECT_SECONDS = 1.0
-
-
-class WorkerError(DurableError):
-    """The worker cannot start (for example, a second worker on one SQLite file)."""
 
 
 @dataclass
@@ -102,6 +98,10 @@ class Worker:
         self._held: Counter[uuid.UUID] = Counter()
         self._runners: list[threading.Thread] = []
         self._timers_due = 0.0
+        # Bumped whenever any thread finds the database gone: one outage (a failover,
+        # a restart) kills every thread's connection at once, and each runner drops its
+        # own before its next work instead of finding out by failing that work.
+        self._outages = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -173,7 +173,7 @@ class Worker:
         log.info("Worker %s stopped.", self.name)
 
     def _release_and_unregister(self, unfinished: int) -> None:
-        released = claims.release(
+        released = executions.release(
             self.name,
             "WorkerStopped",
             "The worker shut down before this attempt finished; the step runs again.",
@@ -225,7 +225,7 @@ class Worker:
         for row in neighbours:
             if not _process_alive(row.pid):
                 # Its process is gone for certain, so its work need not wait for the lease.
-                claims.release(
+                executions.release(
                     row.name,
                     "WorkerLost",
                     "The worker running this attempt died; the step runs again.",
@@ -248,14 +248,14 @@ class Worker:
                 woke = self._wake.wait(self._seconds_until_due())
             except DATABASE_ERRORS as exc:
                 log.warning("Worker %s: database unavailable (%s); retrying.", self.name, exc)
-                connection.close()
+                self._lost_connection()
                 woke = self._wake.wait(RECONNECT_SECONDS)
             if not woke:
                 self._timers_due = 0.0
 
     def _run_timers_if_due(self) -> None:
         if time.monotonic() >= self._timers_due:
-            engine.run_timers()
+            timers.run_timers()
             self._timers_due = time.monotonic() + self.poll_interval
 
     def _claim_into_free_slots(self) -> bool:
@@ -280,7 +280,7 @@ class Worker:
         open_queues = [slot.name for slot in self.slots.values() if slot.free > 0]
         if not open_queues:
             return self.poll_interval
-        due = claims.next_wakeup(open_queues)
+        due = timers.next_wakeup(open_queues)
         if due is None:
             return self.poll_interval
         return min(self.poll_interval, max(0.05, (due - clock.now()).total_seconds()))
@@ -288,12 +288,16 @@ class Worker:
     # -- running -----------------------------------------------------------------------
 
     def _run_slot(self, slot: QueueSlots) -> None:
+        outages_seen = self._outages
         try:
             while True:
                 execution = slot.inbox.get()
                 if execution is None:
                     return
                 try:
+                    if outages_seen != self._outages:
+                        outages_seen = self._outages
+                        connection.close()  # dead since the outage: reconnect before work
                     if self.state == "running":
                         self._run_execution(execution, slot)
                 finally:
@@ -312,18 +316,14 @@ class Worker:
         # reconnecting per execution would halve throughput); it is dropped only after a
         # database error, below.
         held_tokens = {execution.run_token}
-
-        def on_attempt(run: StepExecution, step: Step) -> None:
-            held_tokens.add(run.id)
-            self._track_attempt(run, step)
-
         try:
             engine.run_claimed(
                 execution,
                 worker=self.name,
                 queues=[slot.name],
                 keep_going=lambda attempts: self.state == "running",
-                on_attempt=on_attempt,
+                on_attempt=self._track_attempt,
+                tokens=held_tokens,
             )
         except DATABASE_ERRORS as exc:
             log.warning(
@@ -332,7 +332,7 @@ class Worker:
                 execution.id,
                 exc,
             )
-            connection.close()
+            self._lost_connection()
             self._with_database(self._release_execution, execution, held_tokens)
         except BaseException:  # a runner thread must survive anything to keep its slot
             log.exception("Worker %s: unexpected error running %s.", self.name, execution.id)
@@ -348,16 +348,23 @@ class Worker:
             )
 
     def _release_execution(self, execution: WorkflowExecution, held_tokens: set) -> None:
-        """Give back this thread's claim only, whichever of its attempts the database
-        last recorded (a failed commit leaves the in-memory token ahead of it), and never
-        a retry that another thread of this worker claimed meanwhile."""
-        claims.release(
+        """Give back this thread's claim only, whichever of its tokens the database kept
+        (a commit whose reply was lost may or may not have installed the next attempt's),
+        and never a retry that another thread of this worker claimed meanwhile."""
+        executions.release(
             self.name,
             "WorkerError",
             "The worker hit an error while recording this attempt; the step runs again.",
             execution_id=execution.id,
             run_tokens=held_tokens | {execution.run_token},
         )
+
+    def _lost_connection(self) -> None:
+        """This thread's connection failed: drop it, and tell the others theirs may be
+        dead too."""
+        connection.close()
+        with self._lock:
+            self._outages += 1
 
     def _with_database(self, action, *args, attempts: int = 5) -> None:
         """Run a bookkeeping action, reconnecting a few times if the database drops."""
@@ -366,7 +373,7 @@ class Worker:
                 action(*args)
                 return
             except DATABASE_ERRORS as exc:
-                connection.close()
+                self._lost_connection()
                 if attempt == attempts - 1:
                     log.error("Worker %s: giving up on %s: %s", self.name, action.__name__, exc)
                     return
@@ -393,7 +400,7 @@ class Worker:
             return True
         except DATABASE_ERRORS as exc:
             log.warning("Worker %s heartbeat: database unavailable (%s).", self.name, exc)
-            connection.close()
+            self._lost_connection()
         except WorkerError as exc:
             log.error("Worker %s must stop: %s", self.name, exc)
             self.stop()
@@ -419,7 +426,7 @@ class Worker:
                 if attempt.timeout is not None and now - attempt.started_at > attempt.timeout
             ]
         for ident, attempt in overdue:
-            timed_out = engine.time_out_attempt(attempt.execution_id, attempt.run_id)
+            timed_out = timers.time_out_attempt(attempt.execution_id, attempt.run_id)
             with self._lock:
                 # Forget it only once handled: after a database error, the next tick retries.
                 if self._attempts.get(ident) is attempt:
@@ -454,6 +461,8 @@ class Worker:
                                 self._wake.set()
             except psycopg.Error as exc:
                 log.warning("Worker %s listener: %s; reconnecting.", self.name, exc)
+                with self._lock:
+                    self._outages += 1
                 self._stopped.wait(RECONNECT_SECONDS)
 
 

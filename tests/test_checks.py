@@ -96,7 +96,7 @@ def test_queues_must_be_a_non_empty_dict(settings, queues):
 
 def test_queue_options_must_be_a_dict(settings):
     settings.DURABLE = {"QUEUES": {"default": 4}}
-    assert _ids(check_durable_settings(None)) == ["durable.E006"]
+    assert _ids(check_durable_settings(None)) == ["durable.E009"]
 
 
 @pytest.mark.parametrize("concurrency", [0, -1, 2.5, "4", True, None])

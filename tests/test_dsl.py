@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 
 from django_durable import Retry, Step, Workflow, WorkflowDefinitionError, registry, step, workflow
+from django_durable.dsl import END, Next
 from django_durable.errors import UnknownWorkflow
 from django_durable.helpers import (
     append,
@@ -58,15 +59,15 @@ def test_plain_function_becomes_step_named_after_it(cleanup):
     cleanup.append("dsl.plain")
     wf = workflow("dsl.plain", [validate, charge])
     assert isinstance(wf, Workflow)
-    assert wf.step_names() == ["validate", "charge"]
+    assert wf.node_ids() == ["validate", "charge"]
     assert all(isinstance(node, Step) for node in wf.nodes)
-    assert wf.get_step("validate").fn is validate
-    assert wf.first_step == "validate"
-    assert wf.step_after("validate") == "charge"
-    assert wf.step_after("charge") is None
-    assert wf.get_step("charge").retry is None
-    assert wf.get_step("charge").timeout is None
-    assert wf.get_step("charge").queue is None
+    assert wf.node("validate").fn is validate
+    assert wf.entry({}) == Next("validate")
+    assert wf.after("validate", {}) == Next("charge")
+    assert wf.after("charge", {}) == END
+    assert wf.node("charge").retry is None
+    assert wf.node("charge").timeout is None
+    assert wf.node("charge").queue is None
 
 
 def test_bare_step_decorator():
@@ -128,15 +129,15 @@ def test_workflow_with_step_forms(cleanup):
         ],
         compensations=[refund],
     )
-    assert wf.step_names() == ["validate", "decorated", "pay", "renamed"]
-    assert wf.get_step("pay").compensate == "refund"
+    assert wf.node_ids() == ["validate", "decorated", "pay", "renamed"]
+    assert wf.node("pay").compensate == "refund"
     assert wf.compensations == (refund,)
 
 
 def test_compensate_may_be_the_function_itself(cleanup):
     cleanup.append("dsl.comp_fn")
     wf = workflow("dsl.comp_fn", [step(charge, compensate=refund)])
-    assert wf.get_step("charge").compensate is refund
+    assert wf.node("charge").compensate is refund
 
 
 def test_workflow_options(cleanup):
@@ -229,7 +230,7 @@ def test_duplicate_step_names_rejected(cleanup):
     # Renaming one of them fixes it.
     cleanup.append("dsl.dup_steps")
     wf = workflow("dsl.dup_steps", [validate, step(validate, name="validate_again")])
-    assert wf.step_names() == ["validate", "validate_again"]
+    assert wf.node_ids() == ["validate", "validate_again"]
 
 
 def test_duplicate_workflow_name_from_another_place_rejected(cleanup):
@@ -359,7 +360,7 @@ def test_bad_queue_rejected():
 def test_get_unknown_step_explains():
     wf = Workflow(name="dsl.unregistered", nodes=[])
     with pytest.raises(WorkflowDefinitionError, match="has no step 'gone'"):
-        wf.get_step("gone")
+        wf.node("gone")
 
 
 # -- helpers -----------------------------------------------------------------------------

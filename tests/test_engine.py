@@ -549,9 +549,11 @@ def test_attempt_that_lost_its_lease_records_nothing():
     assert execution.status == "running"
     assert execution.locked_by == "w1"
     new_token = uuid.uuid4()
-    WorkflowExecution.objects.filter(id=eid).update(run_token=new_token, locked_by="w2")
 
-    engine.run_claimed(execution, worker="w1", queues=None)
+    def lose_the_lease(attempt, step):  # another worker takes over as the attempt starts
+        WorkflowExecution.objects.filter(id=eid).update(run_token=new_token, locked_by="w2")
+
+    engine.run_claimed(execution, worker="w1", queues=None, on_attempt=lose_the_lease)
 
     assert calls == {"first": 1}  # it ran, but nothing it produced was kept
     assert not StepExecution.objects.filter(execution_id=eid, status="completed").exists()
@@ -579,8 +581,11 @@ fenced_failure = workflow(
 def test_failed_attempt_that_lost_its_lease_schedules_nothing():
     eid = durable.start(fenced_failure)
     [execution] = claims.claim("w1", None, 1)
-    WorkflowExecution.objects.filter(id=eid).update(run_token=uuid.uuid4())
-    engine.run_claimed(execution, worker="w1", queues=None)
+
+    def lose_the_lease(attempt, step):
+        WorkflowExecution.objects.filter(id=eid).update(run_token=uuid.uuid4())
+
+    engine.run_claimed(execution, worker="w1", queues=None, on_attempt=lose_the_lease)
     stored = WorkflowExecution.objects.get(id=eid)
     assert stored.status == "running"
     assert stored.attempt == 1

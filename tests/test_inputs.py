@@ -559,7 +559,7 @@ def test_on_timeout_fail_fails_the_step_without_retrying():
     assert execution.error["type"] == "InputTimedOut"
     assert execution.attempt == 1
     runs = StepExecution.objects.filter(execution_id=eid).order_by("started_at", "completed_at")
-    assert [run.status for run in runs] == ["waiting", "failed"]
+    assert [run.status for run in runs] == ["resumed", "failed"]
     assert runs.last().error["type"] == "InputTimedOut"
     assert calls["must_answer"] == 2
     assert pending(eid, "ok").status == "timed_out"

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from django_durable import Retry, engine, registry, start, step, workflow
+from django_durable import Retry, engine, executions, registry, start, step, workflow
 from django_durable.helpers import hours, minutes, seconds
 from django_durable.models import StepExecution, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
@@ -393,7 +393,7 @@ def test_deadline_passed_during_a_step_stops_before_the_next():
 
     # Resuming continues after the completed step instead of running it again.
     calls.clear()
-    engine.resume(eid)
+    executions.resume(eid)
     assert run_until_idle() == 1
     execution = WorkflowExecution.objects.get(id=eid)
     assert execution.status == "completed"

@@ -12,7 +12,7 @@ import pytest
 from django.db import DataError, OperationalError
 
 import django_durable as durable
-from django_durable import Retry, claims, codec, engine, step, workflow
+from django_durable import Retry, claims, clock, codec, engine, executions, step, timers, workflow
 from django_durable.models import PendingInput, StepExecution, Wait, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
 from django_durable.waits import wait_for_event, wait_for_input
@@ -95,7 +95,7 @@ def test_an_outcome_the_database_refuses_fails_the_step_instead_of_rerunning_it(
     def refuse(*args, **kwargs):
         raise DataError("value too long for type character varying(255)")
 
-    monkeypatch.setattr(engine, "_record_success", refuse)
+    monkeypatch.setattr(engine, "_step_completed", refuse)
     execution_id = durable.start("tests.hello")
     assert run_until_idle() == 1
     execution = durable.get_execution(execution_id)
@@ -138,7 +138,7 @@ def test_a_webhook_body_that_looks_typed_does_not_break_the_execution():
 
 def slow_then_wait(ctx):
     execution = WorkflowExecution.objects.get(id=ctx["me"])
-    engine.cancel(execution.id, "changed my mind")  # revoked while the step body runs
+    executions.cancel(execution.id, "changed my mind")  # revoked while the step body runs
     return {**ctx, "answer": wait_for_input("answer")}
 
 
@@ -157,6 +157,7 @@ def test_an_attempt_cancelled_while_running_records_no_wait():
 
 
 def takes_event(ctx):
+    count_call("takes_event")
     return {**ctx, "got": wait_for_event("go")}
 
 
@@ -168,8 +169,8 @@ def test_a_stale_attempt_cannot_take_an_event_meant_for_the_current_one():
     execution_id = durable.start(event_taker)
     [stale] = claims.claim("stale-worker", None, 1)
     durable.send_event(execution_id, "go", "for the real attempt")
-    engine.cancel(execution_id)
-    engine.resume(execution_id)
+    executions.cancel(execution_id)
+    executions.resume(execution_id)
     engine.run_claimed(stale, worker="stale-worker", queues=None)  # revoked before it ran
     assert not Wait.objects.filter(execution_id=execution_id, step_seq=stale.step_seq).exists()
     run_until_idle()
@@ -178,13 +179,15 @@ def test_a_stale_attempt_cannot_take_an_event_meant_for_the_current_one():
 
 
 @pytest.mark.django_db
-def test_an_attempt_revoked_before_it_started_leaves_no_running_row():
-    execution_id = durable.start("tests.hello")
+def test_an_attempt_revoked_before_it_started_does_not_run():
+    """A cancel landing between the claim and the attempt's start: the attempt's row is
+    inserted only while the claim holds, so the step never runs (regression: it did)."""
+    execution_id = durable.start(event_taker)
     [claimed] = claims.claim("w1", None, 1)
-    engine.cancel(execution_id)
-    engine.run_claimed(claimed, worker="w1", queues=None)
-    rows = StepExecution.objects.filter(execution_id=execution_id)
-    assert [(row.status, row.error["type"]) for row in rows] == [("failed", "Superseded")]
+    executions.cancel(execution_id)
+    assert engine.run_claimed(claimed, worker="w1", queues=None) == 0
+    assert calls["takes_event"] == 0
+    assert not StepExecution.objects.filter(execution_id=execution_id).exists()
     assert durable.get_execution(execution_id).status == "cancelled"
 
 
@@ -207,7 +210,7 @@ def test_a_step_timeout_check_that_hits_a_database_error_is_tried_again(monkeypa
     attempt = Attempt(
         execution_id=uuid.uuid4(),
         run_id=uuid.uuid4(),
-        started_at=engine.clock.now() - timedelta(seconds=10),
+        started_at=clock.now() - timedelta(seconds=10),
         timeout=timedelta(seconds=1),
     )
     worker._attempts[1] = attempt
@@ -219,7 +222,7 @@ def test_a_step_timeout_check_that_hits_a_database_error_is_tried_again(monkeypa
             raise outcome
         return outcome
 
-    monkeypatch.setattr(engine, "time_out_attempt", time_out_attempt)
+    monkeypatch.setattr(timers, "time_out_attempt", time_out_attempt)
     with pytest.raises(OperationalError):
         worker._time_out_overrunning_attempts()
     assert worker._attempts == {1: attempt}  # kept, so the next tick tries again
@@ -256,7 +259,7 @@ def test_a_worker_that_does_not_know_the_workflow_gives_the_execution_back(monke
     execution = durable.get_execution(execution_id)
     assert (execution.status, execution.locked_by) == ("pending", None)
     assert execution.error["type"] == "UnknownWorkflow"  # why it waits, for the admin
-    assert execution.run_at > engine.clock.now()  # not runnable again at once
+    assert execution.run_at > clock.now()  # not runnable again at once
     assert not StepExecution.objects.filter(execution_id=execution_id).exists()
     advance_clock(engine.UNKNOWN_RETRY)
     run_until_idle()
@@ -364,10 +367,10 @@ def test_absurdly_large_numbers_are_refused_at_once():
 def test_releasing_one_claim_needs_its_run_token():
     execution_id = durable.start("tests.hello")
     [claimed] = claims.claim("w1", None, 1)
-    assert claims.release("w1", "WorkerError", "x", execution_id, [uuid.uuid4()]) == 0
+    assert executions.release("w1", "WorkerError", "x", execution_id, [uuid.uuid4()]) == 0
     assert durable.get_execution(execution_id).status == "running"
     tokens = [uuid.uuid4(), claimed.run_token]  # e.g. a next attempt's token that never committed
-    assert claims.release("w1", "WorkerError", "x", execution_id, tokens) == 1
+    assert executions.release("w1", "WorkerError", "x", execution_id, tokens) == 1
     assert durable.get_execution(execution_id).status == "pending"
 
 
@@ -387,16 +390,50 @@ def test_a_failing_heartbeat_duty_does_not_stop_the_others():
     assert worker.state == "running"
 
 
+def crash_inside_the_step(worker: str) -> None:
+    """Claim the only runnable execution and die while its step runs: the attempt's row
+    is `running` and the lease is left to lapse, as after a SIGKILL."""
+
+    class Killed(BaseException):
+        pass
+
+    def die(attempt, step):
+        raise Killed
+
+    [claimed] = claims.claim(worker, None, 1)
+    with pytest.raises(Killed):
+        engine.run_claimed(claimed, worker=worker, queues=None, on_attempt=die)
+
+
+@pytest.mark.django_db
+def test_a_claim_lost_before_its_attempt_started_is_not_an_interruption(settings):
+    """A worker that lost the database between claiming and starting the attempt (every
+    thread of a pool after a failover) gives the claim back without counting it: one
+    outage must not add up to TooManyInterruptions (regression)."""
+    settings.DURABLE = {**settings.DURABLE, "MAX_RECOVERIES": 2}
+    execution_id = durable.start("tests.hello")
+    for round in range(5):
+        [claimed] = claims.claim(f"lost-{round}", None, 1)
+        assert (
+            executions.release(f"lost-{round}", "WorkerError", "x", claimed.id, [claimed.run_token])
+            == 1
+        )
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.recoveries) == ("pending", 0)
+    run_until_idle()
+    assert durable.get_execution(execution_id).status == "completed"
+
+
 @pytest.mark.django_db
 def test_a_step_interrupted_again_and_again_fails_after_max_recoveries(settings):
     settings.DURABLE = {**settings.DURABLE, "MAX_RECOVERIES": 3}
     execution_id = durable.start("tests.hello")
     for interruption in range(1, 4):
-        [claimed] = claims.claim(f"crashing-{interruption}", None, 1)
+        crash_inside_the_step(f"crashing-{interruption}")
         WorkflowExecution.objects.filter(id=execution_id).update(
-            locked_until=engine.clock.now() - timedelta(seconds=1)
+            locked_until=clock.now() - timedelta(seconds=1)
         )
-        assert claims.reclaim_expired_leases() == 1
+        assert timers.reclaim_expired_leases() == 1
         execution = durable.get_execution(execution_id)
         if interruption < 3:
             assert (execution.status, execution.recoveries) == ("pending", interruption)
@@ -413,11 +450,11 @@ def test_a_step_interrupted_again_and_again_fails_after_max_recoveries(settings)
 def test_a_completed_attempt_resets_the_interruption_count(settings):
     settings.DURABLE = {**settings.DURABLE, "MAX_RECOVERIES": 2}
     execution_id = durable.start("tests.hello")
-    claims.claim("crashing", None, 1)
+    crash_inside_the_step("crashing")
     WorkflowExecution.objects.filter(id=execution_id).update(
-        locked_until=engine.clock.now() - timedelta(seconds=1)
+        locked_until=clock.now() - timedelta(seconds=1)
     )
-    claims.reclaim_expired_leases()
+    timers.reclaim_expired_leases()
     assert durable.get_execution(execution_id).recoveries == 1
     run_until_idle()
     execution = durable.get_execution(execution_id)

@@ -130,6 +130,6 @@ def test_send_event_wakes_a_worker_at_once_despite_a_long_poll_interval(worker):
     }
     runs = StepExecution.objects.filter(execution_id=eid).order_by("started_at")
     assert [(run.status, run.worker) for run in runs] == [
-        ("waiting", worker.name),
+        ("resumed", worker.name),
         ("completed", worker.name),
     ]

@@ -120,7 +120,7 @@ def test_sleep_parks_the_execution_until_its_time(frozen):
     assert execution.context == {"napped": True}
     # The code before the sleep ran again; the code after it once.
     assert calls == {"nap.before": 2, "nap.after": 1}
-    assert step_statuses(eid, "nap") == ["waiting", "completed"]
+    assert step_statuses(eid, "nap") == ["resumed", "completed"]
     assert Wait.objects.get(execution_id=eid).status == "resolved"
 
 
@@ -681,7 +681,7 @@ def test_an_event_sent_while_the_step_is_parking_is_not_lost():
     assert execution.status == "completed", (execution.status, execution.run_at)
     assert execution.context == {"x": "while parking"}
     assert calls["parking"] == 2
-    assert step_statuses(eid, "event_arrives_while_parking") == ["waiting", "completed"]
+    assert step_statuses(eid, "event_arrives_while_parking") == ["resumed", "completed"]
 
 
 def must_answer_in_time(ctx):

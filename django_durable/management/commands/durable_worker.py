@@ -3,7 +3,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from django_durable.worker import Worker, WorkerError
+from django_durable.errors import WorkerError
+from django_durable.worker import Worker
 
 
 class Command(BaseCommand):

@@ -1,0 +1,11 @@
+"""Workflow definitions: nodes, retry policies and the graph they compile into.
+
+Nothing here touches the database; the engine runs what these objects describe.
+"""
+
+from .graph import Graph, Workflow, workflow
+from .moves import END, End, Move, Next
+from .nodes import Step, step
+from .retry import Retry
+
+__all__ = ["END", "End", "Graph", "Move", "Next", "Retry", "Step", "Workflow", "step", "workflow"]

@@ -1,0 +1,491 @@
+"""Executions: starting, reading, cancelling and resuming them, and the one door through
+which every change of an execution's status goes.
+
+The door is three functions. `transition` moves an execution between unfinished
+statuses (claimed work runs on, retries, parks, is released, resumes); `finish` is the
+only place a final or `compensating` status is written, and does everything an ending
+needs (clear the lease, close open attempts, withdraw open waits and inputs); `wake`
+makes a parked execution runnable. Each checks `models.TRANSITIONS`, and each write from
+a worker is fenced on the run token of the attempt that makes it.
+
+Lock order, everywhere: a parent execution before its children (`lock`), and an
+execution before its own attempts, waits, inputs and events. A transaction that changes
+a row never locks an ancestor of it afterwards, so cancelling a tree cannot deadlock
+with a child that finishes.
+"""
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+
+from . import claims, clock, codec, conf, registry
+from .dsl import End, Workflow
+from .dsl.names import QUEUE, checked_name
+from .errors import (
+    ContextNotSerializable,
+    ExecutionNotActive,
+    ExecutionNotFound,
+    ExecutionNotResumable,
+    InvalidTransition,
+    InvalidWorkflowInput,
+    WorkflowDefinitionError,
+)
+from .models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    RELEASED_AS,
+    TRANSITIONS,
+    ExecutionKind,
+    ExecutionStatus,
+    InputStatus,
+    PendingInput,
+    StepExecution,
+    StepStatus,
+    Wait,
+    WaitStatus,
+    WorkflowExecution,
+)
+
+RELEASE_BATCH = 500
+
+ENDING_STATUSES = (*FINAL_STATUSES, ExecutionStatus.COMPENSATING)
+
+
+class LeaseLost(Exception):
+    """The attempt no longer owns the execution; its result must be discarded."""
+
+
+# -- starting ----------------------------------------------------------------------------
+
+
+def start(
+    workflow_or_name: "Workflow | str",
+    input: dict | None = None,
+    *,
+    queue: str | None = None,
+    priority: int = 0,
+    scheduled_at: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> uuid.UUID:
+    """Create an execution and make it runnable; returns its id.
+
+    With an `idempotency_key` already used for this workflow, returns the id of the
+    execution that key created instead of starting another one.
+    """
+    definition = registry.get(workflow_or_name)
+    return create_execution(
+        definition,
+        input,
+        queue=queue,
+        priority=priority,
+        scheduled_at=scheduled_at,
+        idempotency_key=idempotency_key,
+    )
+
+
+def create_execution(
+    definition: Workflow,
+    input: dict | None,
+    *,
+    queue: str | None = None,
+    priority: int = 0,
+    scheduled_at: datetime | None = None,
+    idempotency_key: str | None = None,
+    parent: WorkflowExecution | None = None,
+    kind: str = ExecutionKind.WORKFLOW,
+    item_index: int | None = None,
+) -> uuid.UUID:
+    """The row behind `start`, also for what runs under a parent: a child workflow
+    (its own root), a parallel branch or a foreach item (addressed through the parent's
+    root, so events and inputs sent to the workflow reach their waits)."""
+    input = _checked_input(input)
+    _check_start_options(queue, priority, scheduled_at)
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(definition.name, idempotency_key)
+        if existing is not None:
+            return existing
+    now = clock.now()
+    run_at = max(scheduled_at, now) if scheduled_at else now
+    queue = queue or definition.queue
+    execution = WorkflowExecution(
+        id=uuid.uuid4(),
+        workflow_name=definition.name,
+        workflow_version=definition.version,
+        queue=queue,
+        priority=priority,
+        input=input,
+        context=input,
+        idempotency_key=idempotency_key,
+        scheduled_at=scheduled_at,
+        run_at=run_at,
+        deadline=run_at + definition.timeout if definition.timeout else None,
+        created_at=now,
+        parent=parent,
+        kind=kind,
+        item_index=item_index,
+    )
+    execution.root_id = execution.id
+    if parent is not None and kind != ExecutionKind.WORKFLOW:
+        execution.root_id = parent.root_id
+    _place_at_entry(execution, definition, now)
+    try:
+        with transaction.atomic():
+            execution.save(force_insert=True)
+            if execution.status == ExecutionStatus.PENDING:
+                claims.notify(execution.run_queue)
+    except IntegrityError:
+        existing = _by_idempotency_key(definition.name, idempotency_key)
+        if idempotency_key is None or existing is None:
+            raise
+        return existing
+    return execution.id
+
+
+def _place_at_entry(execution: WorkflowExecution, definition: Workflow, now: datetime) -> None:
+    """Point a new execution at its first step; one whose graph has none is complete."""
+    move = definition.entry(execution.input)
+    if isinstance(move, End):
+        execution.status = ExecutionStatus.COMPLETED
+        execution.completed_at = now
+        execution.run_at = None
+        return
+    execution.current_step = move.node_id
+    execution.run_queue = definition.run_queue(move.node_id, execution.queue)
+
+
+def _checked_input(input: Any) -> dict:
+    if input is None:
+        return {}
+    if not isinstance(input, dict):
+        raise InvalidWorkflowInput(f"Workflow input must be a dict, not {type(input).__name__}.")
+    try:
+        codec.encode(input)
+    except ContextNotSerializable as exc:
+        raise InvalidWorkflowInput(f"Workflow input cannot be stored: {exc}") from exc
+    return input
+
+
+def _check_start_options(queue: Any, priority: Any, scheduled_at: Any) -> None:
+    if queue is not None:
+        try:
+            checked_name(queue, "queue", QUEUE)
+        except WorkflowDefinitionError as exc:
+            raise InvalidWorkflowInput(str(exc)) from None
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidWorkflowInput(f"priority must be an int, not {type(priority).__name__}.")
+    if not -(2**31) <= priority < 2**31:
+        raise InvalidWorkflowInput("priority must fit in 32 bits (-2**31 to 2**31 - 1).")
+    if scheduled_at is not None:
+        if not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None:
+            raise InvalidWorkflowInput("scheduled_at must be a time-zone aware datetime.")
+
+
+def _by_idempotency_key(workflow_name: str, key: str | None) -> uuid.UUID | None:
+    return (
+        WorkflowExecution.objects.filter(workflow_name=workflow_name, idempotency_key=key)
+        .values_list("id", flat=True)
+        .first()
+    )
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def get_execution(
+    execution_id: "uuid.UUID | str", include_steps: bool = False
+) -> WorkflowExecution:
+    """Load an execution; with `include_steps`, `execution.steps` lists its attempts in order."""
+    execution = WorkflowExecution.objects.by_id(execution_id)
+    if include_steps:
+        execution.steps = list(execution.step_executions.order_by("started_at", "attempt"))
+    return execution
+
+
+def list_executions(
+    workflow: "Workflow | str | None" = None,
+    status: str | Sequence[str] | None = None,
+    queue: str | None = None,
+    parent: "uuid.UUID | str | None" = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> QuerySet:
+    """Executions, newest first, optionally filtered."""
+    executions = WorkflowExecution.objects.order_by("-created_at")
+    if workflow is not None:
+        executions = executions.filter(
+            workflow_name=workflow.name if isinstance(workflow, Workflow) else workflow
+        )
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else list(status)
+        executions = executions.filter(status__in=statuses)
+    if queue is not None:
+        executions = executions.filter(queue=queue)
+    if parent is not None:
+        executions = executions.filter(parent_id=parent)
+    return executions[offset : offset + limit]
+
+
+# -- controlling from outside ------------------------------------------------------------
+
+
+def cancel(
+    execution_id: "uuid.UUID | str", reason: str | None = None, *, compensate: bool = False
+) -> WorkflowExecution:
+    """Stop an active execution (and its active children); a running attempt's result is
+    discarded because the cancellation revokes its run token."""
+    if compensate:
+        raise NotImplementedError("cancel(compensate=True) arrives with compensations.")
+    with transaction.atomic():
+        execution = lock_active(execution_id, "be cancelled")
+        _cancel_tree(execution, reason, clock.now())
+    return get_execution(execution.id)
+
+
+def _cancel_tree(execution: WorkflowExecution, reason: str | None, now: datetime) -> None:
+    """Cancel an execution, then its active children (locked after it: the lock order)."""
+    finish(execution, ExecutionStatus.CANCELLED, fenced=False, now=now, cancel_reason=reason)
+    children = execution.children.select_for_update().filter(status__in=ACTIVE_STATUSES)
+    for child in children.order_by("id"):
+        _cancel_tree(child, reason, now)
+
+
+def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
+    """Run a failed or cancelled execution again from the step that stopped it."""
+    with transaction.atomic():
+        execution = lock(execution_id)
+        if execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
+            raise ExecutionNotResumable(
+                f"Execution {execution.id} is {execution.status}; only failed or cancelled "
+                "executions can be resumed."
+            )
+        definition = registry.get(execution.workflow_name)
+        now = clock.now()
+        current = execution.current_step or definition.entry(execution.context).node_id
+        run_queue = definition.run_queue(current, execution.queue)
+        transition(
+            execution,
+            ExecutionStatus.PENDING,
+            fenced=False,
+            current_step=current,
+            attempt=1,
+            step_seq=execution.step_seq + 1,
+            recoveries=0,
+            error=None,
+            completed_at=None,
+            run_at=now,
+            run_queue=run_queue,
+            deadline=now + definition.timeout if definition.timeout else None,
+            **claims.LEASE_CLEARED,
+        )
+        claims.notify(run_queue)
+    return get_execution(execution.id)
+
+
+def lock(execution_id: "uuid.UUID | str") -> WorkflowExecution:
+    """Lock an execution row for a change, its parent's first (the lock order).
+
+    Call inside a transaction. A finishing execution wakes or updates its parent, so
+    whatever may finish one must hold the parent before the child.
+    """
+    parent_id = WorkflowExecution.objects.only("parent_id").by_id(execution_id).parent_id
+    if parent_id is not None:
+        list(WorkflowExecution.objects.select_for_update().filter(id=parent_id).values("id"))
+    return WorkflowExecution.objects.select_for_update().by_id(execution_id)
+
+
+def lock_active(execution_id: "uuid.UUID | str", action: str) -> WorkflowExecution:
+    """Lock an execution for a change sent from outside, or explain why it cannot take it."""
+    execution = lock(execution_id)
+    if execution.status not in ACTIVE_STATUSES:
+        raise ExecutionNotActive(
+            f"Execution {execution.id} is {execution.status}, so it cannot {action}."
+        )
+    return execution
+
+
+def lock_root(execution_id: "uuid.UUID | str", action: str) -> WorkflowExecution:
+    """Lock the execution that events and inputs for `execution_id` are addressed to:
+    the workflow itself, or for a branch or item row the workflow it belongs to."""
+    execution = WorkflowExecution.objects.by_id(execution_id)
+    return lock_active(execution.root_id, action)
+
+
+def lock_member(root: WorkflowExecution, execution_id: uuid.UUID) -> WorkflowExecution:
+    """Lock a row of `root`'s tree after `root` (parent before child)."""
+    if execution_id == root.id:
+        return root
+    return WorkflowExecution.objects.select_for_update().get(id=execution_id)
+
+
+# -- the door ----------------------------------------------------------------------------
+
+
+def transition(
+    execution: WorkflowExecution, status: str, *, fenced: bool = True, **changes: Any
+) -> None:
+    """Move an execution to an unfinished status (or keep it) and apply `changes`.
+
+    `fenced`: the write only happens if the execution still carries the run token held
+    in memory (a worker's attempt); else LeaseLost. Unfenced callers hold the row lock.
+    """
+    if status in ENDING_STATUSES and status != execution.status:
+        raise InvalidTransition(f"{status} is written by finish(), not transition().")
+    _check(execution.status, status)
+    _write(execution, fenced, status=status, **changes)
+
+
+def finish(
+    execution: WorkflowExecution,
+    status: str,
+    *,
+    error: dict | None = None,
+    fenced: bool = True,
+    now: datetime | None = None,
+    own_attempt: uuid.UUID | None = None,
+    **changes: Any,
+) -> None:
+    """End an execution (or start its compensating phase): the one place that does it.
+
+    In one go: the parent is locked first (lock order), the row gets its status, the
+    lease is cleared, every attempt still running or parked is closed (but
+    `own_attempt`, which its caller closes with its own result), and every open wait
+    and pending input is withdrawn. Later features hang their follow-ups here.
+    """
+    _check(execution.status, status)
+    now = now or clock.now()
+    if execution.parent_id is not None:
+        list(
+            WorkflowExecution.objects.select_for_update()
+            .filter(id=execution.parent_id)
+            .values("id")
+        )
+    if status in FINAL_STATUSES:
+        changes["completed_at"] = now
+    _write(execution, fenced, status=status, error=error, **changes, **claims.LEASE_CLEARED)
+    _close_open_attempts(execution, own_attempt, now, error or _interruption(execution))
+    Wait.objects.filter(execution=execution, status=WaitStatus.WAITING).update(
+        status=WaitStatus.CANCELLED, resolved_at=now
+    )
+    PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
+        status=InputStatus.CANCELLED
+    )
+
+
+def wake(execution: WorkflowExecution) -> None:
+    """Make a parked execution runnable now (a running one re-checks when it parks)."""
+    if execution.status == ExecutionStatus.WAITING:
+        now = clock.now()
+        WorkflowExecution.objects.filter(id=execution.id, status=ExecutionStatus.WAITING).update(
+            run_at=now
+        )
+        execution.run_at = now
+        claims.notify(execution.run_queue)
+
+
+def release(
+    worker: str,
+    error_type: str,
+    message: str,
+    execution_id: uuid.UUID | None = None,
+    run_tokens: Sequence[uuid.UUID] = (),
+) -> int:
+    """Give back what `worker` holds, or its claim of `execution_id` held under one of
+    `run_tokens`, so another worker takes it."""
+    held = WorkflowExecution.objects.filter(locked_by=worker)
+    if execution_id is not None:
+        held = held.filter(id=execution_id, run_token__in=list(run_tokens))
+    return requeue(held, error_type, message)
+
+
+def requeue(candidates: QuerySet, error_type: str, message: str) -> int:
+    """Give held executions back unheld (running -> pending, compensating stays), up to
+    RELEASE_BATCH of them, each in its own transaction and under its row lock.
+
+    Clearing `run_token` fences the interrupted attempt: if it is still running
+    somewhere, nothing it returns can be recorded. An interruption does not use up a
+    retry; an attempt that really started counts towards DURABLE["MAX_RECOVERIES"], so
+    a step that keeps killing its worker fails instead of running forever, while a
+    claim lost before its attempt began (the database went away) costs nothing.
+    """
+    ids = list(candidates.order_by("id").values_list("id", flat=True)[:RELEASE_BATCH])
+    released = 0
+    for execution_id in ids:
+        with transaction.atomic():
+            try:
+                execution = lock(execution_id)
+            except ExecutionNotFound:
+                continue
+            if not candidates.filter(id=execution_id).exists():
+                continue  # let go meanwhile: finished, or released by someone else
+            _requeue_one(execution, error_type, message)
+            released += 1
+    return released
+
+
+def _requeue_one(execution: WorkflowExecution, error_type: str, message: str) -> None:
+    now = clock.now()
+    interruption = {"type": error_type, "message": message, "traceback": ""}
+    started = 0
+    if execution.run_token is not None:
+        started = StepExecution.objects.filter(
+            id=execution.run_token, status=StepStatus.RUNNING
+        ).update(status=StepStatus.FAILED, completed_at=now, error=interruption)
+    limit = conf.get("MAX_RECOVERIES")
+    recoveries = execution.recoveries + started
+    if recoveries >= limit:
+        too_many = {
+            "type": "TooManyInterruptions",
+            "message": f"The step was interrupted {limit} times in a row ({error_type}: "
+            f"{message}); it is not run again. Resume the execution to try once more.",
+            "traceback": "",
+        }
+        finish(execution, ExecutionStatus.FAILED, error=too_many, fenced=False, now=now)
+        return
+    transition(
+        execution,
+        RELEASED_AS[execution.status],
+        fenced=False,
+        run_at=now,
+        recoveries=recoveries,
+        **claims.LEASE_CLEARED,
+    )
+    claims.notify(execution.run_queue)
+
+
+def _check(current: str, target: str) -> None:
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(f"An execution cannot go from {current} to {target}.")
+
+
+def _write(execution: WorkflowExecution, fenced: bool, **changes: Any) -> None:
+    """Apply `changes` to the row and the object, if the caller still owns the row."""
+    rows = WorkflowExecution.objects.filter(id=execution.id)
+    if fenced:
+        rows = rows.filter(run_token=execution.run_token)
+    else:
+        rows = rows.filter(status=execution.status)
+    if not rows.update(**changes):
+        raise LeaseLost(execution.id)
+    for name, value in changes.items():
+        setattr(execution, name, value)
+
+
+def _close_open_attempts(
+    execution: WorkflowExecution, own_attempt: uuid.UUID | None, now: datetime, error: dict
+) -> None:
+    """Attempts that were still running, or parked on a wait, end with the execution."""
+    open_attempts = StepExecution.objects.filter(
+        execution=execution, status__in=(StepStatus.RUNNING, StepStatus.WAITING)
+    )
+    if own_attempt is not None:
+        open_attempts = open_attempts.exclude(id=own_attempt)
+    open_attempts.update(status=StepStatus.FAILED, completed_at=now, error=error)
+
+
+def _interruption(execution: WorkflowExecution) -> dict:
+    reason = f": {execution.cancel_reason}" if execution.cancel_reason else "."
+    return {"type": "Cancelled", "message": f"The execution was cancelled{reason}", "traceback": ""}

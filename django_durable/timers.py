@@ -1,0 +1,101 @@
+"""Work that falls due by time alone and that no claim picks up by itself: leases that
+lapsed, workflow deadlines that passed, attempts that overran their step timeout.
+
+Workers run these on their poll interval (and `testing.run_until_idle` before every
+claim); each change goes through the door in `executions`, one execution per
+transaction under the lock order.
+"""
+
+import uuid
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import Min
+
+from . import clock, engine, executions, registry
+from .errors import ExecutionNotFound
+from .executions import LeaseLost
+from .models import (
+    CLAIMABLE_STATUSES,
+    FORWARD_STATUSES,
+    ExecutionStatus,
+    StepExecution,
+    WorkflowExecution,
+)
+
+DEADLINE_BATCH = 500
+
+
+def run_timers() -> None:
+    """Everything due now: lapsed leases, then passed deadlines."""
+    reclaim_expired_leases()
+    expire_deadlines()
+
+
+def reclaim_expired_leases() -> int:
+    """Make executions whose worker stopped heartbeating runnable again."""
+    return executions.requeue(
+        WorkflowExecution.objects.lease_lapsed(clock.now()),
+        "LeaseExpired",
+        "The worker running this attempt stopped renewing its lease; the step runs again.",
+    )
+
+
+def expire_deadlines() -> int:
+    """Fail executions still going forward past their workflow timeout (a batch a call)."""
+    now = clock.now()
+    overdue = WorkflowExecution.objects.overdue(now)
+    expired = 0
+    for execution_id in overdue.order_by("deadline").values_list("id", flat=True)[:DEADLINE_BATCH]:
+        with transaction.atomic():
+            try:
+                execution = executions.lock(execution_id)
+            except ExecutionNotFound:
+                continue
+            if execution.status not in FORWARD_STATUSES or execution.deadline > now:
+                continue  # finished or resumed meanwhile
+            executions.finish(
+                execution,
+                ExecutionStatus.FAILED,
+                error=engine.workflow_timeout(execution),
+                fenced=False,
+                now=now,
+            )
+            expired += 1
+    return expired
+
+
+def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
+    """Fail an attempt still running past its step timeout; its late result is discarded."""
+    execution = WorkflowExecution.objects.filter(id=execution_id, run_token=run_token).first()
+    if execution is None:
+        return False
+    definition = registry.get(execution.workflow_name)
+    attempt = StepExecution.objects.get(id=run_token)
+    outcome = engine.timed_out_outcome(definition.node(execution.current_step))
+    try:
+        with transaction.atomic():
+            engine.record_failure(execution, definition, attempt, outcome)
+    except LeaseLost:
+        return False
+    return True
+
+
+def next_wakeup(queues: list[str] | None) -> datetime | None:
+    """The earliest time something may become due: a run_at, a deadline, a lease's end."""
+    runnable = WorkflowExecution.objects.filter(
+        status__in=CLAIMABLE_STATUSES, locked_by__isnull=True
+    )
+    if queues is not None:
+        runnable = runnable.filter(run_queue__in=queues)
+    times = [
+        runnable.aggregate(at=Min("run_at"))["at"],
+        WorkflowExecution.objects.filter(
+            status__in=FORWARD_STATUSES, deadline__isnull=False
+        ).aggregate(at=Min("deadline"))["at"],
+        WorkflowExecution.objects.filter(locked_until__isnull=False).aggregate(
+            at=Min("locked_until")
+        )["at"],
+    ]
+    times = [at for at in times if at is not None]
+    return min(times) if times else None
