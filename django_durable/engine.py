@@ -190,7 +190,7 @@ def _run_step(execution: WorkflowExecution, step: Step, attempt: StepExecution, 
     if _overran(step, attempt, finished_at):
         return _timed_out(step, finished_at)
     if returned is None:
-        return Outcome(finished_at=finished_at, returned=ctx)
+        return Outcome(finished_at=finished_at)
     if not isinstance(returned, dict):
         return Outcome(
             finished_at=finished_at,
@@ -295,8 +295,11 @@ def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_sto
     now = outcome.finished_at
     if outcome.stored is not None:
         run.stored = outcome.stored
+        kept = outcome.returned
+    else:  # None keeps the stored context, whatever the step did to its copy
+        kept = codec.decode(run.stored)
     context = codec.Encoded(run.stored)
-    move = definition.after(attempt.step_name, outcome.returned)
+    move = definition.after(attempt.step_name, kept)
     if isinstance(move, End):
         executions.finish(
             execution,

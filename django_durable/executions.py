@@ -5,8 +5,9 @@ The door is three functions. `transition` moves an execution between unfinished
 statuses (claimed work runs on, retries, parks, is released, resumes); `finish` is the
 only place a final or `compensating` status is written, and does everything an ending
 needs (clear the lease, close open attempts, withdraw open waits and inputs); `wake`
-makes a parked execution runnable. Each checks `models.TRANSITIONS`, and each write from
-a worker is fenced on the run token of the attempt that makes it.
+makes a parked execution runnable (no change of status). `transition` and `finish` check
+`models.TRANSITIONS`, and each write from a worker is fenced on the run token of the
+attempt that makes it.
 
 Lock order, everywhere: a parent execution before its children (`lock`), and an
 execution before its own attempts, waits, inputs and events. A transaction that changes
@@ -53,6 +54,11 @@ from .models import (
 RELEASE_BATCH = 500
 
 ENDING_STATUSES = (*FINAL_STATUSES, ExecutionStatus.COMPENSATING)
+# Where an execution interrupted too often ends, by the phase it was in.
+GIVEN_UP_AS = {
+    ExecutionStatus.RUNNING: ExecutionStatus.FAILED,
+    ExecutionStatus.COMPENSATING: ExecutionStatus.COMPENSATION_FAILED,
+}
 
 
 class LeaseLost(Exception):
@@ -443,7 +449,7 @@ def _requeue_one(execution: WorkflowExecution, error_type: str, message: str) ->
             f"{message}); it is not run again. Resume the execution to try once more.",
             "traceback": "",
         }
-        finish(execution, ExecutionStatus.FAILED, error=too_many, fenced=False, now=now)
+        finish(execution, GIVEN_UP_AS[execution.status], error=too_many, fenced=False, now=now)
         return
     transition(
         execution,

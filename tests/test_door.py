@@ -303,3 +303,23 @@ def test_a_worker_that_cannot_run_a_phase_gives_it_back_unchanged():
     execution = WorkflowExecution.objects.get(id=eid)
     assert (execution.status, execution.locked_by) == ("compensating", None)
     assert execution.run_at >= clock.now() + engine.UNKNOWN_RETRY - timedelta(seconds=1)
+
+
+@pytest.mark.django_db
+def test_a_compensation_interrupted_too_often_ends_compensation_failed(settings):
+    settings.DURABLE = {**settings.DURABLE, "MAX_RECOVERIES": 1}
+    eid = single.start({})
+    [running] = claims.claim("w1", None, 1)
+    executions.finish(running, ExecutionStatus.COMPENSATING, run_at=clock.now())
+    [held] = claims.claim("w2", None, 1)
+    StepExecution.objects.create(  # an attempt that started, as a compensation will
+        id=held.run_token,
+        execution_id=eid,
+        step_name="works",
+        status="running",
+        started_at=clock.now(),
+        is_compensation=True,
+    )
+    WorkflowExecution.objects.filter(id=eid).update(locked_until=clock.now() - timedelta(seconds=1))
+    assert timers.reclaim_expired_leases() == 1
+    assert_ended_cleanly(eid, "compensation_failed", "TooManyInterruptions")

@@ -407,3 +407,55 @@ def test_duration_helpers():
     assert hours(1.5) == timedelta(minutes=90)
     assert days(3) == timedelta(days=3)
     assert all(isinstance(h(1), timedelta) for h in (seconds, minutes, hours, days))
+
+
+# -- names that go into the database -----------------------------------------------------
+
+
+def test_name_limits_are_the_columns_lengths():
+    from django_durable.dsl import names
+    from django_durable.models import Event, PendingInput, StepExecution, WorkflowExecution
+
+    def length(model, field):
+        return model._meta.get_field(field).max_length
+
+    assert names.WORKFLOW_NAME == length(WorkflowExecution, "workflow_name")
+    assert names.VERSION == length(WorkflowExecution, "workflow_version")
+    assert (
+        names.QUEUE == length(WorkflowExecution, "queue") == length(WorkflowExecution, "run_queue")
+    )
+    assert names.NODE_ID == length(StepExecution, "step_name")
+    assert names.NODE_ID == length(WorkflowExecution, "current_step")
+    assert names.EVENT_NAME == length(Event, "name")
+    assert names.INPUT_NAME == length(PendingInput, "input_name")
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: workflow("w" * 201, [validate]), "workflow name .* the limit is 200"),
+        (lambda: workflow("", [validate]), "workflow name must be a non-empty string"),
+        (lambda: workflow("dsl.long_queue", [validate], queue="q" * 101), "limit is 100"),
+        (lambda: workflow("dsl.long_version", [validate], version="9" * 51), "limit is 50"),
+        (lambda: step(validate, name="s" * 201), "step name .* the limit is 200"),
+        (lambda: step(validate, queue="q" * 101), "queue .* the limit is 100"),
+    ],
+)
+def test_names_too_long_or_empty_are_refused_when_defined(build, message):
+    with pytest.raises(WorkflowDefinitionError, match=message):
+        build()
+    with pytest.raises(ValueError):  # a definition error is also a ValueError
+        build()
+    with pytest.raises(UnknownWorkflow):
+        registry.get("w" * 201)
+
+
+def test_a_workflow_is_a_graph_of_readable_node_ids(cleanup):
+    cleanup.append("dsl.graph")
+    wf = workflow("dsl.graph", [validate, step(charge, queue="payments")])
+    assert wf.graph.entry_id == "validate"
+    assert wf.graph.follows == {"validate": "charge", "charge": None}
+    assert wf.run_queue("charge", "default") == "payments"
+    assert wf.run_queue("validate", "default") == "default"
+    with pytest.raises(WorkflowDefinitionError, match="has no step 'gone'"):
+        wf.after("gone", {})

@@ -95,6 +95,7 @@ class Workflow:
 
     def after(self, node_id: str, ctx: dict) -> Move:
         """What comes after the step `node_id` completed with the context `ctx`."""
+        self.node(node_id)
         return self.graph.resolve(self.graph.follows[node_id], ctx)
 
     def node(self, node_id: str) -> Step:
