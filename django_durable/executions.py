@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from . import claims, clock, codec, conf, registry
-from .dsl import End, Workflow
+from .dsl.moves import End
 from .dsl.names import QUEUE, checked_name
 from .errors import (
     ContextNotSerializable,
@@ -69,7 +69,7 @@ class LeaseLost(Exception):
 
 
 def start(
-    workflow_or_name: "Workflow | str",
+    workflow_or_name: "registry.Definition | str",
     input: dict | None = None,
     *,
     queue: str | None = None,
@@ -94,7 +94,7 @@ def start(
 
 
 def create_execution(
-    definition: Workflow,
+    definition: registry.Definition,
     input: dict | None,
     *,
     queue: str | None = None,
@@ -151,7 +151,9 @@ def create_execution(
     return execution.id
 
 
-def _place_at_entry(execution: WorkflowExecution, definition: Workflow, now: datetime) -> None:
+def _place_at_entry(
+    execution: WorkflowExecution, definition: registry.Definition, now: datetime
+) -> None:
     """Point a new execution at its first step; one whose graph has none is complete."""
     move = definition.entry(execution.input)
     if isinstance(move, End):
@@ -212,7 +214,7 @@ def get_execution(
 
 
 def list_executions(
-    workflow: "Workflow | str | None" = None,
+    workflow: "registry.Definition | str | None" = None,
     status: str | Sequence[str] | None = None,
     queue: str | None = None,
     parent: "uuid.UUID | str | None" = None,
@@ -223,7 +225,7 @@ def list_executions(
     executions = WorkflowExecution.objects.order_by("-created_at")
     if workflow is not None:
         executions = executions.filter(
-            workflow_name=workflow.name if isinstance(workflow, Workflow) else workflow
+            workflow_name=workflow if isinstance(workflow, str) else workflow.name
         )
     if status is not None:
         statuses = [status] if isinstance(status, str) else list(status)
@@ -254,7 +256,7 @@ def cancel(
 def _cancel_tree(execution: WorkflowExecution, reason: str | None, now: datetime) -> None:
     """Cancel an execution, then its active children (locked after it: the lock order)."""
     finish(execution, ExecutionStatus.CANCELLED, fenced=False, now=now, cancel_reason=reason)
-    children = execution.children.select_for_update().filter(status__in=ACTIVE_STATUSES)
+    children = execution.children.select_for_update().active()
     for child in children.order_by("id"):
         _cancel_tree(child, reason, now)
 

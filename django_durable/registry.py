@@ -4,17 +4,35 @@ It knows definitions only by their `name` and `origin`, so it sits below the DSL
 fills it and the engine that reads it.
 """
 
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from typing import Any, Protocol
 
 from .errors import UnknownWorkflow, WorkflowDefinitionError
 
-if TYPE_CHECKING:
-    from .dsl import Workflow
 
-_workflows: dict[str, "Workflow"] = {}
+class Definition(Protocol):
+    """What the engine needs of a workflow definition (`dsl.Workflow` is the one kind)."""
+
+    name: str
+    version: str
+    queue: str
+    timeout: timedelta | None
+    retry: Any
+    origin: str
+
+    def entry(self, ctx: dict) -> Any: ...
+
+    def after(self, node_id: str, ctx: dict) -> Any: ...
+
+    def node(self, node_id: str) -> Any: ...
+
+    def run_queue(self, node_id: str, queue: str) -> str: ...
 
 
-def register(definition: "Workflow") -> None:
+_workflows: dict[str, Definition] = {}
+
+
+def register(definition: Definition) -> None:
     """Register a workflow; a name already defined elsewhere is an error.
 
     Re-running the same definition (Django's autoreloader, a module imported twice)
@@ -33,7 +51,7 @@ def unregister(name: str) -> None:
     _workflows.pop(name, None)
 
 
-def get(name_or_workflow: "str | Workflow") -> "Workflow":
+def get(name_or_workflow: "str | Definition") -> Definition:
     """The registered workflow for a name (or the workflow itself)."""
     if not isinstance(name_or_workflow, str) and hasattr(name_or_workflow, "graph"):
         return name_or_workflow
@@ -47,5 +65,5 @@ def get(name_or_workflow: "str | Workflow") -> "Workflow":
         ) from None
 
 
-def all_workflows() -> list["Workflow"]:
+def all_workflows() -> list[Definition]:
     return sorted(_workflows.values(), key=lambda wf: wf.name)

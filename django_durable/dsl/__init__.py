@@ -3,7 +3,8 @@
 Nothing here touches the database; the engine runs what these objects describe.
 """
 
-from .graph import Graph, Workflow, workflow
+from .definition import Workflow, workflow
+from .graph import Graph
 from .moves import END, End, Move, Next
 from .nodes import Step, step
 from .retry import Retry

@@ -4,16 +4,14 @@
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..durations import to_timedelta
 from ..errors import WorkflowDefinitionError
 from . import names
+from .graph import Graph
 from .moves import Move, Next
 from .retry import Retry
-
-if TYPE_CHECKING:
-    from .graph import Graph
 
 
 @dataclass
@@ -44,11 +42,11 @@ class Step:
     def __call__(self, ctx: dict) -> dict | None:
         return self.fn(ctx)
 
-    def compile(self, graph: "Graph", prefix: str, follow: str | None) -> str:
+    def compile(self, graph: Graph, prefix: str, follow: str | None) -> str:
         """Add this step under `prefix`, followed by `follow`; returns its node id."""
         return graph.add(prefix + self.name, self, follow)
 
-    def enter(self, graph: "Graph", node_id: str, ctx: dict) -> Move:
+    def enter(self, graph: Graph, node_id: str, ctx: dict) -> Move:
         """Reaching a step means running it."""
         return Next(node_id)
 

@@ -1,0 +1,137 @@
+"""Workflow definitions: a name, options, and the graph its nodes compile into.
+
+`workflow(...)` builds a `Workflow` and registers it. The engine only ever asks it two
+questions: where does an execution start (`entry`), and what comes after a step
+(`after`); both answer with a move.
+"""
+
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .. import registry
+from ..durations import to_timedelta
+from ..errors import WorkflowDefinitionError
+from . import names
+from .graph import Graph
+from .moves import Move
+from .nodes import Step, as_node
+from .retry import Retry
+
+
+@dataclass
+class Workflow:
+    """A named, registered graph of nodes. Build it with `workflow(...)`."""
+
+    name: str
+    nodes: list[Step]
+    timeout: timedelta | None = None
+    queue: str = "default"
+    retry: Retry | None = None
+    compensations: tuple[Callable, ...] = ()
+    schedule: Any = None
+    version: str = "1"
+    description: str = ""
+    origin: str = ""
+    graph: Graph = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.graph = Graph(self.name)
+        self.graph.entry_id = self.graph.compile(self.nodes)
+
+    def start(self, input: dict | None = None, **options: Any) -> uuid.UUID:
+        """Start an execution of this workflow; see `django_durable.start`."""
+        from ..executions import start  # deferred: definitions load before Django is set up
+
+        return start(self, input, **options)
+
+    def entry(self, ctx: dict) -> Move:
+        """Where an execution with this input starts."""
+        return self.graph.resolve(self.graph.entry_id, ctx)
+
+    def after(self, node_id: str, ctx: dict) -> Move:
+        """What comes after the step `node_id` completed with the context `ctx`."""
+        self.node(node_id)
+        return self.graph.resolve(self.graph.follows[node_id], ctx)
+
+    def node(self, node_id: str) -> Step:
+        try:
+            return self.graph.nodes[node_id]
+        except KeyError:
+            raise WorkflowDefinitionError(
+                f"Workflow {self.name!r} has no step {node_id!r}; was it renamed while "
+                "executions were running?"
+            ) from None
+
+    def node_ids(self) -> list[str]:
+        """Every step's node id, in definition order."""
+        return list(self.graph.nodes)
+
+    def run_queue(self, node_id: str, queue: str) -> str:
+        """Where a step is claimed from: its own queue, else the execution's."""
+        return self.node(node_id).queue or queue
+
+
+def workflow(
+    name: str,
+    nodes: Iterable[Callable | Step],
+    *,
+    timeout: timedelta | int | float | None = None,
+    queue: str = "default",
+    retry: Retry | Mapping | None = None,
+    compensations: Iterable[Callable] = (),
+    schedule: Any = None,
+    version: str = "1",
+    description: str = "",
+) -> Workflow:
+    """Define a workflow and register it under `name`."""
+    names.checked_name(name, "A workflow name", names.WORKFLOW_NAME)
+    names.checked_name(queue, f"Workflow {name!r}: queue", names.QUEUE)
+    names.checked_name(str(version), f"Workflow {name!r}: version", names.VERSION)
+    steps = [as_node(name, node) for node in nodes]
+    if not steps:
+        raise WorkflowDefinitionError(f"Workflow {name!r} has no steps.")
+    compensations = _checked_compensations(name, tuple(compensations))
+    definition = Workflow(
+        name=name,
+        nodes=steps,
+        timeout=to_timedelta(timeout, f"Workflow {name!r} timeout"),
+        queue=queue,
+        retry=Retry.coerce(retry),
+        compensations=compensations,
+        schedule=schedule,
+        version=str(version),
+        description=description,
+        origin=_caller_origin(),
+    )
+    _check_compensation_names(definition)
+    registry.register(definition)
+    return definition
+
+
+def _checked_compensations(name: str, compensations: tuple) -> tuple[Callable, ...]:
+    for compensation in compensations:
+        if not callable(compensation):
+            raise WorkflowDefinitionError(
+                f"Workflow {name!r}: compensation {compensation!r} is not callable."
+            )
+    return compensations
+
+
+def _check_compensation_names(definition: Workflow) -> None:
+    known = {fn.__name__ for fn in definition.compensations}
+    for node_id, node in definition.graph.nodes.items():
+        if isinstance(node.compensate, str) and node.compensate not in known:
+            raise WorkflowDefinitionError(
+                f"Workflow {definition.name!r}: step {node_id!r} compensates with "
+                f"{node.compensate!r}, which is not in the workflow's compensations."
+            )
+
+
+def _caller_origin() -> str:
+    """Where `workflow(...)` was called, to tell a re-import from a real duplicate."""
+    frame = sys._getframe(2)
+    return f"{frame.f_globals.get('__name__', '')}:{frame.f_lineno}"
