@@ -20,11 +20,10 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
-from django.db import connection
 
 import django_durable as durable
 from django_durable.models import StepExecution, WorkflowExecution
-from tests.worker_support import WorkerPool, needs_postgres, wait_for
+from tests.worker_support import WorkerPool, needs_postgres, terminate_other_connections, wait_for
 from tests.workflows_app.failover_workflows import (
     awaiting,
     chain,
@@ -58,17 +57,6 @@ def workers(transactional_db, tmp_path):
     yield pool
     pool.close()
     print(pool.report())
-
-
-def terminate_other_connections() -> int:
-    """pg_terminate_backend every other client connection to the test database."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'"
-        )
-        return len(cursor.fetchall())
 
 
 def statuses(ids) -> Counter:

@@ -20,7 +20,14 @@ from django.utils import timezone
 from django_durable import claims
 from django_durable.models import StepExecution, WorkflowExecution
 from django_durable.models import Worker as WorkerRow
-from tests.worker_support import IS_POSTGRES, IS_SQLITE, WorkerPool, needs_postgres, wait_for
+from tests.worker_support import (
+    IS_POSTGRES,
+    IS_SQLITE,
+    WorkerPool,
+    needs_postgres,
+    terminate_other_connections,
+    wait_for,
+)
 from tests.workflows_app.worker_workflows import (
     held,
     overrun,
@@ -110,17 +117,6 @@ def assert_nothing_locked() -> None:
     assert list(WorkflowExecution.objects.exclude(locked_by=None).values("id", "locked_by")) == []
     assert count(status="running") == 0
     assert StepExecution.objects.filter(status="running").count() == 0
-
-
-def terminate_other_connections() -> int:
-    """pg_terminate_backend every other client connection to the test database."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'"
-        )
-        return len(cursor.fetchall())
 
 
 def listening_connections() -> int:

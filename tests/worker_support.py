@@ -206,3 +206,14 @@ class WorkerPool:
                 worker.process.wait(10)
             except subprocess.TimeoutExpired:  # pragma: no cover - a stuck process
                 pass
+
+
+def terminate_other_connections() -> int:
+    """pg_terminate_backend every other client connection to the test database."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+        return len(cursor.fetchall())
