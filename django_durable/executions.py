@@ -25,7 +25,7 @@ from django.db.models import QuerySet
 
 from . import claims, clock, codec, conf, registry
 from .dsl.moves import End
-from .dsl.names import QUEUE, checked_name
+from .dsl.names import IDEMPOTENCY_KEY, QUEUE, checked_name
 from .errors import (
     ContextNotSerializable,
     ExecutionNotActive,
@@ -110,6 +110,7 @@ def create_execution(
     root, so events and inputs sent to the workflow reach their waits)."""
     input = _checked_input(input)
     _check_start_options(queue, priority, scheduled_at)
+    _check_idempotency_key(idempotency_key)
     if idempotency_key is not None:
         existing = _by_idempotency_key(definition.name, idempotency_key)
         if existing is not None:
@@ -190,6 +191,16 @@ def _check_start_options(queue: Any, priority: Any, scheduled_at: Any) -> None:
     if scheduled_at is not None:
         if not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None:
             raise InvalidWorkflowInput("scheduled_at must be a time-zone aware datetime.")
+
+
+def _check_idempotency_key(key: Any) -> None:
+    if key is None:
+        return
+    try:
+        checked_name(key, "idempotency_key", IDEMPOTENCY_KEY)
+        codec.encode(key, "idempotency_key")
+    except (WorkflowDefinitionError, ContextNotSerializable) as exc:
+        raise InvalidWorkflowInput(str(exc)) from None
 
 
 def _by_idempotency_key(workflow_name: str, key: str | None) -> uuid.UUID | None:

@@ -428,6 +428,7 @@ def test_name_limits_are_the_columns_lengths():
     assert names.NODE_ID == length(WorkflowExecution, "current_step")
     assert names.EVENT_NAME == length(Event, "name")
     assert names.INPUT_NAME == length(PendingInput, "input_name")
+    assert names.IDEMPOTENCY_KEY == length(WorkflowExecution, "idempotency_key")
 
 
 @pytest.mark.parametrize(

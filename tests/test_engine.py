@@ -232,6 +232,15 @@ def test_idempotency_key():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("key", ["", "k" * 256, "nul\x00", 42])
+def test_an_idempotency_key_the_column_cannot_hold_is_refused_up_front(key):
+    with pytest.raises(InvalidWorkflowInput, match="idempotency_key"):
+        durable.start(single, idempotency_key=key)
+    assert not WorkflowExecution.objects.exists()
+    assert durable.start(single, idempotency_key="k" * 255)
+
+
+@pytest.mark.django_db
 def test_idempotency_key_returns_finished_execution_too():
     one = durable.start(single, idempotency_key="k")
     run_until_idle()

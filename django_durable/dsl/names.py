@@ -14,6 +14,7 @@ QUEUE = 100
 NODE_ID = 200
 EVENT_NAME = 200
 INPUT_NAME = 200
+IDEMPOTENCY_KEY = 255
 
 
 def checked_name(value: Any, what: str, limit: int) -> str:
