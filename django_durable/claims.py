@@ -19,7 +19,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 
 from . import clock, conf
-from .models import CLAIMED_AS, WorkflowExecution
+from .models import CLAIMED_AS, ExecutionStatus, StepStatus, WorkflowExecution
 
 CHANNEL = "durable_runnable"
 
@@ -42,7 +42,8 @@ WITH picked AS (
 )
 UPDATE durable_execution AS e
 SET status = CASE picked.claimed_from {_CLAIMED_STATUS_SQL} END,
-    locked_by = %(worker)s, locked_until = %(until)s, error = NULL,
+    locked_by = %(worker)s, locked_until = %(until)s,
+    error = CASE picked.claimed_from WHEN 'compensating' THEN e.error END,
     run_token = gen_random_uuid(), started_at = COALESCE(e.started_at, %(now)s)
 FROM picked
 WHERE e.id = picked.id
@@ -57,9 +58,10 @@ def lease_duration() -> timedelta:
 def claim(worker: str, queues: Sequence[str] | None, limit: int) -> list[WorkflowExecution]:
     """Lease up to `limit` due executions to `worker`, highest priority then oldest first.
 
-    Each comes back with `claimed_from`, the status it had before. A runnable execution
-    carries no error (a failed one is not runnable), except the note left by a worker
-    that could not run it (`engine._set_aside`): cleared here.
+    Each comes back with `claimed_from`, the status it had before. Forward work carries
+    no error (a failed execution is not runnable), except the note left by a worker that
+    could not run it (`engine._set_aside`): cleared here. A compensating execution keeps
+    the error that started its compensations.
     """
     now = clock.now()
     until = now + lease_duration()
@@ -99,9 +101,9 @@ def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecut
             status=CLAIMED_AS[status],
             locked_by=worker,
             locked_until=until,
-            error=None,
             run_token=uuid.uuid4(),
             started_at=Coalesce(F("started_at"), now),
+            **({} if status == ExecutionStatus.COMPENSATING else {"error": None}),
         )
         if taken:
             claimed_from[execution_id] = status
@@ -124,34 +126,53 @@ def renew_leases(worker: str, execution_ids: Collection[uuid.UUID]) -> int:
     ).update(locked_until=clock.now() + lease_duration())
 
 
-def insert_if_held(row, execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
-    """Insert `row` (a model instance) only while the execution still carries
-    `run_token`, in one statement: a cancel that lands between a claim and the start of
-    its attempt stops the attempt before it runs."""
-    fields = [field for field in row._meta.concrete_fields]
+def start_attempt(attempt, execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
+    """Insert a claim's first attempt row only while the execution still carries
+    `run_token`, and mark the run it was parked on (if any) `resumed`.
+
+    A cancel (or a release) that lands between the claim and the start stops the
+    attempt before it runs; on PostgreSQL the check takes a share lock on the execution
+    row, so a cancel that has not committed yet is waited for, not missed. One
+    statement on PostgreSQL; two in one transaction elsewhere.
+    """
+    step_table = attempt._meta.db_table
+    fields = list(attempt._meta.concrete_fields)
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    values = [field.get_db_prep_save(field.pre_save(row, True), connection) for field in fields]
-    # Typed placeholders: PostgreSQL would read an untyped SELECT list as text.
-    casts = [
-        f"::{field.cast_db_type(connection)}" if connection.vendor == "postgresql" else ""
-        for field in fields
-    ]
-    placeholders = ", ".join(f"%s{cast}" for cast in casts)
-    execution_table = WorkflowExecution._meta.db_table
-    token_field = WorkflowExecution._meta.get_field("run_token")
-    id_field = WorkflowExecution._meta.get_field("id")
-    sql = (
-        f"INSERT INTO {row._meta.db_table} ({columns}) SELECT {placeholders} "
-        f"WHERE EXISTS (SELECT 1 FROM {execution_table} WHERE id = %s AND run_token = %s)"
-    )
-    params = [
-        *values,
-        id_field.get_db_prep_value(execution_id, connection),
-        token_field.get_db_prep_value(run_token, connection),
-    ]
+    values = [field.get_db_prep_save(field.pre_save(attempt, True), connection) for field in fields]
+    held = [_db_value("id", execution_id), _db_value("run_token", run_token)]
+    resumed = [StepStatus.RESUMED.value, _db_value("id", execution_id), StepStatus.WAITING.value]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        if connection.vendor == "postgresql":
+            # Typed placeholders: PostgreSQL would read an untyped SELECT list as text.
+            typed = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)
+            cursor.execute(
+                f"WITH held AS ({_HELD_SQL} FOR SHARE), "
+                f"resumed AS (UPDATE {step_table} SET status = %s WHERE execution_id = %s "
+                f"AND status = %s AND EXISTS (SELECT 1 FROM held)) "
+                f"INSERT INTO {step_table} ({columns}) SELECT {typed} FROM held",
+                [*held, *resumed, *values],
+            )
+            return cursor.rowcount == 1
+        cursor.execute(
+            f"UPDATE {step_table} SET status = %s WHERE execution_id = %s AND status = %s "
+            f"AND EXISTS ({_HELD_SQL})",
+            [*resumed, *held],
+        )
+        placeholders = ", ".join(["%s"] * len(fields))
+        cursor.execute(
+            f"INSERT INTO {step_table} ({columns}) SELECT {placeholders} "
+            f"WHERE EXISTS ({_HELD_SQL})",
+            [*values, *held],
+        )
         return cursor.rowcount == 1
+
+
+_HELD_SQL = "SELECT 1 FROM durable_execution WHERE id = %s AND run_token = %s"
+
+
+def _db_value(field_name: str, value):
+    field = WorkflowExecution._meta.get_field(field_name)
+    return field.get_db_prep_value(value, connection)
 
 
 def notify(run_queue: str) -> None:

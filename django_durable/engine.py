@@ -117,9 +117,7 @@ def run_claimed(
 
 
 def _open_first_attempt(execution: WorkflowExecution, worker: str) -> StepExecution | None:
-    """The claim's first attempt, inserted only while the claim still holds (a cancel
-    may land between claim and start). Back from a wait, the run that parked is marked
-    `resumed`, so only the attempt the execution is parked on is ever `waiting`."""
+    """The claim's first attempt, if the claim still holds (see `claims.start_attempt`)."""
     attempt = StepExecution(
         id=execution.run_token,
         execution=execution,
@@ -130,12 +128,8 @@ def _open_first_attempt(execution: WorkflowExecution, worker: str) -> StepExecut
         started_at=clock.now(),
     )
     with transaction.atomic():
-        if not claims.insert_if_held(attempt, execution.id, execution.run_token):
+        if not claims.start_attempt(attempt, execution.id, execution.run_token):
             return None
-        if getattr(execution, "claimed_from", None) == ExecutionStatus.WAITING:
-            StepExecution.objects.filter(execution=execution, status=StepStatus.WAITING).exclude(
-                id=attempt.id
-            ).update(status=StepStatus.RESUMED)
     return attempt
 
 
@@ -146,11 +140,14 @@ def _set_aside(execution: WorkflowExecution, exc: DurableError) -> None:
         "Execution %s cannot run here (%s); retrying in %s.", execution.id, exc, UNKNOWN_RETRY
     )
     try:
+        note = (
+            {} if execution.status == ExecutionStatus.COMPENSATING else {"error": error_record(exc)}
+        )
         executions.transition(
             execution,
             RELEASED_AS[execution.status],
             run_at=clock.now() + UNKNOWN_RETRY,
-            error=error_record(exc),  # shown in the admin until a worker that knows it claims it
+            **note,  # shown in the admin until a worker that knows it claims it
             **claims.LEASE_CLEARED,
         )
     except LeaseLost:

@@ -14,12 +14,12 @@ import pytest
 from django.db import OperationalError, connection, connections, transaction
 
 import django_durable as durable
-from django_durable import Retry, claims, clock, events, executions, step, timers, workflow
+from django_durable import Retry, claims, clock, engine, events, executions, step, timers, workflow
 from django_durable.models import StepExecution, Wait, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
 from django_durable.waits import wait_for_all, wait_for_any, wait_for_event
 from django_durable.worker import Worker
-from tests.calls import count_call
+from tests.calls import calls, count_call
 from tests.worker_support import IS_POSTGRES
 
 PARIS_NOON = datetime(2024, 3, 6, 12, 0, tzinfo=ZoneInfo("Europe/Paris"))
@@ -333,3 +333,59 @@ def test_after_an_outage_every_runner_reconnects_before_its_next_work(monkeypatc
     first_work = mine.index("attempt")
     second_work = mine.index("attempt", first_work + 2)  # two steps per execution
     assert "close" in mine[first_work:second_work]
+
+
+# -- review findings ---------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="row locks are PostgreSQL's (SQLite has one writer)")
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_waits_for_a_cancel_that_has_not_committed_yet():
+    """The first attempt's check of its claim must not read past a cancel still in
+    flight: it waits for it, then finds the claim gone and does not start."""
+    eid = two_steps.start({})
+    [claimed] = claims.claim("w1", None, 1)
+    cleared = threading.Event()
+
+    def cancel_slowly():
+        with transaction.atomic():
+            execution = executions.lock(eid)
+            executions.finish(execution, "cancelled", fenced=False)
+            cleared.set()
+            time.sleep(0.5)
+        connections.close_all()
+
+    canceller = threading.Thread(target=cancel_slowly)
+    canceller.start()
+    assert cleared.wait(10)
+    assert engine.run_claimed(claimed, worker="w1", queues=None) == 0
+    canceller.join(10)
+    assert calls["first"] == 0
+    assert not StepExecution.objects.filter(execution_id=eid).exists()
+    assert WorkflowExecution.objects.get(id=eid).status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_the_run_parked_on_a_wait_is_resumed_even_if_one_claim_never_started():
+    eid = single_attempt.start({})
+    run_until_idle()
+    durable.send_event(eid, "go", "now")
+    [claimed] = claims.claim("w1", None, 1)
+    assert claimed.claimed_from == "waiting"
+    assert executions.release("w1", "WorkerError", "lost", eid, [claimed.run_token]) == 1
+    run_until_idle()  # claimed from pending this time
+    rows = StepExecution.objects.filter(execution_id=eid).order_by("started_at")
+    assert [row.status for row in rows] == ["resumed", "completed"]
+    assert WorkflowExecution.objects.get(id=eid).status == "completed"
+
+
+@pytest.mark.django_db
+def test_claiming_a_compensating_execution_keeps_the_error_that_started_it():
+    eid = two_steps.start({})
+    [running] = claims.claim("w1", None, 1)
+    error = {"type": "RuntimeError", "message": "charge failed", "traceback": ""}
+    executions.finish(running, "compensating", error=error, run_at=clock.now())
+    [held] = claims.claim("w2", None, 1)
+    assert held.error == error
+    engine.run_claimed(held, worker="w2", queues=None)  # this worker has no compensations
+    assert WorkflowExecution.objects.get(id=eid).error == error
