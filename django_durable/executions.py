@@ -16,7 +16,7 @@ with a child that finishes.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -411,10 +411,11 @@ def release(
     message: str,
     execution_id: uuid.UUID | None = None,
     run_tokens: Sequence[uuid.UUID] = (),
+    keep: Collection[uuid.UUID] = (),
 ) -> int:
-    """Give back what `worker` holds, or its claim of `execution_id` held under one of
-    `run_tokens`, so another worker takes it."""
-    held = WorkflowExecution.objects.filter(locked_by=worker)
+    """Give back what `worker` holds (but the executions in `keep`), or its claim of
+    `execution_id` held under one of `run_tokens`, so another worker takes it."""
+    held = WorkflowExecution.objects.filter(locked_by=worker).exclude(id__in=list(keep))
     if execution_id is not None:
         held = held.filter(id=execution_id, run_token__in=list(run_tokens))
     return requeue(held, error_type, message)

@@ -102,6 +102,7 @@ class Worker:
         # a restart) kills every thread's connection at once, and each runner drops its
         # own before its next work instead of finding out by failing that work.
         self._outages = 0
+        self._claims_uncertain = False  # a claim failed: did the database keep it?
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -238,6 +239,8 @@ class Worker:
         while self.state == "running":
             self._wake.clear()
             try:
+                if self._claims_uncertain:
+                    self._release_unknown_claims()
                 self._run_timers_if_due()
                 idle = self._idle()  # before claiming: a runner may release work meanwhile
                 if self._claim_into_free_slots():
@@ -249,9 +252,25 @@ class Worker:
             except DATABASE_ERRORS as exc:
                 log.warning("Worker %s: database unavailable (%s); retrying.", self.name, exc)
                 self._lost_connection()
+                self._claims_uncertain = True
                 woke = self._wake.wait(RECONNECT_SECONDS)
             if not woke:
                 self._timers_due = 0.0
+
+    def _release_unknown_claims(self) -> None:
+        """After a claim whose reply was lost, rows may be leased to this worker that no
+        thread of it works on: give them back now, not when their lease lapses."""
+        with self._lock:
+            working_on = set(self._held)
+        released = executions.release(
+            self.name,
+            "WorkerError",
+            "The worker lost the reply to its claim; the step runs again.",
+            keep=working_on,
+        )
+        self._claims_uncertain = False
+        if released:
+            log.warning("Worker %s: released %d claim(s) it never heard of.", self.name, released)
 
     def _run_timers_if_due(self) -> None:
         if time.monotonic() >= self._timers_due:

@@ -389,3 +389,31 @@ def test_claiming_a_compensating_execution_keeps_the_error_that_started_it():
     assert held.error == error
     engine.run_claimed(held, worker="w2", queues=None)  # this worker has no compensations
     assert WorkflowExecution.objects.get(id=eid).error == error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_whose_reply_was_lost_is_given_back_without_waiting_for_its_lease(monkeypatch):
+    """The claim committed on the server, but the worker never heard: the rows leased to
+    it must not sit `running` for LEASE_SECONDS; once reconnected it gives back what no
+    thread of it works on, and runs it."""
+    eid = two_steps.start({})
+    real_claim = claims.claim
+    replies = []
+
+    def claim_and_lose_the_first_reply(worker, queues, limit):
+        claimed = real_claim(worker, queues, limit)
+        replies.append(claimed)
+        if len(replies) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return claimed
+
+    monkeypatch.setattr(claims, "claim", claim_and_lose_the_first_reply)
+    monkeypatch.setattr("django_durable.worker.RECONNECT_SECONDS", 0.05)
+    worker = Worker(["default"], name="w-lost-claim", burst=True)
+    worker.run()
+
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert (execution.status, execution.recoveries) == ("completed", 0)
+    assert [execution.id for execution in replies[0]] == [eid]  # the lost claim took it
+    first_attempts = StepExecution.objects.filter(execution_id=eid, step_name="first")
+    assert [row.status for row in first_attempts] == ["completed"]  # never ran twice
