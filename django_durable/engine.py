@@ -25,7 +25,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from . import claims, clock, codec, conf, executions, registry, waits
-from .dsl import End, Retry, Step, Workflow
+from .dsl import End, Next, Retry, Step, Workflow
 from .errors import (
     ContextNotSerializable,
     DurableError,
@@ -49,7 +49,6 @@ class Outcome:
 
     finished_at: datetime
     stored: Any = None
-    returned: dict | None = None
     error: dict | None = None
     retryable: bool = True
     suspension: Suspend | None = None
@@ -203,7 +202,7 @@ def _run_step(execution: WorkflowExecution, step: Step, attempt: StepExecution, 
         stored = codec.encode(returned)
     except (ContextNotSerializable, RecursionError) as exc:
         return Outcome(finished_at=finished_at, retryable=False, error=error_record(exc))
-    return Outcome(finished_at=finished_at, stored=stored, returned=returned)
+    return Outcome(finished_at=finished_at, stored=stored)
 
 
 @contextmanager
@@ -288,29 +287,32 @@ def _record(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool)
 
 
 def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool):
-    execution, definition = run.execution, run.definition
-    now = outcome.finished_at
+    """Keep what the step returned and follow the move the graph makes next."""
     if outcome.stored is not None:
-        run.stored = outcome.stored
-        kept = outcome.returned
-    else:  # None keeps the stored context, whatever the step did to its copy
-        kept = codec.decode(run.stored)
-    context = codec.Encoded(run.stored)
-    move = definition.after(attempt.step_name, kept)
-    if isinstance(move, End):
-        executions.finish(
-            execution,
-            ExecutionStatus.COMPLETED,
-            now=now,
-            own_attempt=attempt.id,
-            context=context,
-            current_step=None,
-            recoveries=0,
-        )
-        _close_attempt(attempt, StepStatus.COMPLETED, outcome)
-        return None
+        run.stored = outcome.stored  # else None: the stored context stays as it was
+    move = run.definition.after(attempt.step_name, lambda: codec.decode(run.stored))
+    return _FOLLOW[type(move)](run, attempt, outcome, move, must_stop)
+
+
+def _complete(run: Run, attempt: StepExecution, outcome: Outcome, move: End, must_stop: bool):
+    executions.finish(
+        run.execution,
+        ExecutionStatus.COMPLETED,
+        now=outcome.finished_at,
+        own_attempt=attempt.id,
+        context=codec.Encoded(run.stored),
+        current_step=None,
+        recoveries=0,
+    )
+    _close_attempt(attempt, StepStatus.COMPLETED, outcome)
+
+
+def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, must_stop: bool):
+    """Run the next step here at once, or hand it to its queue; past the workflow's
+    deadline, fail instead."""
+    execution, now = run.execution, outcome.finished_at
     moves = {
-        "context": context,
+        "context": codec.Encoded(run.stored),
         "current_step": move.node_id,
         "attempt": 1,
         "step_seq": execution.step_seq + 1,
@@ -327,7 +329,7 @@ def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_sto
         )
         _close_attempt(attempt, StepStatus.COMPLETED, outcome)
         return None
-    next_queue = definition.run_queue(move.node_id, execution.queue)
+    next_queue = run.definition.run_queue(move.node_id, execution.queue)
     if must_stop or (run.queues is not None and next_queue not in run.queues):
         executions.transition(
             execution,
@@ -356,6 +358,10 @@ def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_sto
     _close_attempt(attempt, StepStatus.COMPLETED, outcome)
     next_attempt.save(force_insert=True)
     return next_attempt
+
+
+# How each move the graph can make is followed: a new kind of move is a new entry here.
+_FOLLOW = {End: _complete, Next: _next_step}
 
 
 def _park(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome) -> None:

@@ -156,7 +156,7 @@ def _place_at_entry(
     execution: WorkflowExecution, definition: registry.Definition, now: datetime
 ) -> None:
     """Point a new execution at its first step; one whose graph has none is complete."""
-    move = definition.entry(execution.input)
+    move = definition.entry(lambda: codec.decode(codec.encode(execution.input)))
     if isinstance(move, End):
         execution.status = ExecutionStatus.COMPLETED
         execution.completed_at = now
@@ -283,7 +283,7 @@ def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
             )
         definition = registry.get(execution.workflow_name)
         now = clock.now()
-        current = execution.current_step or definition.entry(execution.context).node_id
+        current = execution.current_step or definition.entry(lambda: execution.context).node_id
         run_queue = definition.run_queue(current, execution.queue)
         transition(
             execution,
@@ -507,5 +507,10 @@ def _close_open_attempts(
 
 
 def _interruption(execution: WorkflowExecution) -> dict:
-    reason = f": {execution.cancel_reason}" if execution.cancel_reason else "."
-    return {"type": "Cancelled", "message": f"The execution was cancelled{reason}", "traceback": ""}
+    """What an attempt still open when its execution ended is closed with."""
+    if execution.status == ExecutionStatus.CANCELLED:
+        reason = f": {execution.cancel_reason}" if execution.cancel_reason else "."
+        message = f"The execution was cancelled{reason}"
+        return {"type": "Cancelled", "message": message, "traceback": ""}
+    message = f"The execution ended ({execution.status}) while this attempt was open."
+    return {"type": "ExecutionEnded", "message": message, "traceback": ""}

@@ -4,6 +4,7 @@ It knows definitions only by their `name` and `origin`, so it sits below the DSL
 fills it and the engine that reads it.
 """
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol
 
@@ -20,9 +21,9 @@ class Definition(Protocol):
     retry: Any
     origin: str
 
-    def entry(self, ctx: dict) -> Any: ...
+    def entry(self, context: Callable[[], dict]) -> Any: ...
 
-    def after(self, node_id: str, ctx: dict) -> Any: ...
+    def after(self, node_id: str, context: Callable[[], dict]) -> Any: ...
 
     def node(self, node_id: str) -> Any: ...
 

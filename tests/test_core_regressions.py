@@ -417,3 +417,45 @@ def test_a_claim_whose_reply_was_lost_is_given_back_without_waiting_for_its_leas
     assert [execution.id for execution in replies[0]] == [eid]  # the lost claim took it
     first_attempts = StepExecution.objects.filter(execution_id=eid, step_name="first")
     assert [row.status for row in first_attempts] == ["completed"]  # never ran twice
+
+
+class Checkpoint:
+    """A node of a kind the engine does not know: it looks at the context it routes on
+    and lets the execution go on to the node after it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def compile(self, graph, prefix, follow):
+        return graph.add(prefix + self.name, self, follow)
+
+    def enter(self, graph, node_id, context):
+        ctx = context()
+        SEEN.append({"routed_on": ctx, "tzinfo": ctx["when"].tzinfo})
+        return graph.resolve(graph.follows[node_id], context)
+
+
+@pytest.fixture
+def with_checkpoint():
+    from django_durable import registry
+    from django_durable.dsl import Workflow
+
+    definition = Workflow(
+        "regress.checkpoint", [step(makes_values), Checkpoint("check"), step(reads_values)]
+    )
+    registry.register(definition)
+    yield definition
+    registry.unregister(definition.name)
+
+
+@pytest.mark.django_db
+def test_a_node_that_routes_sees_the_stored_context_and_needs_no_engine_change(with_checkpoint):
+    eid = executions.start(with_checkpoint, {})
+    run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).status == "completed"
+    routed, ran = SEEN
+    assert routed["routed_on"]["pair"] == [1, 2]
+    assert routed["tzinfo"] == timezone(timedelta(hours=1))
+    assert ran["pair"] == [1, 2]
+    steps = StepExecution.objects.filter(execution_id=eid).order_by("started_at")
+    assert [row.step_name for row in steps] == ["makes_values", "reads_values"]

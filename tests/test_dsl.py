@@ -62,9 +62,9 @@ def test_plain_function_becomes_step_named_after_it(cleanup):
     assert wf.node_ids() == ["validate", "charge"]
     assert all(isinstance(node, Step) for node in wf.nodes)
     assert wf.node("validate").fn is validate
-    assert wf.entry({}) == Next("validate")
-    assert wf.after("validate", {}) == Next("charge")
-    assert wf.after("charge", {}) == END
+    assert wf.entry(dict) == Next("validate")
+    assert wf.after("validate", dict) == Next("charge")
+    assert wf.after("charge", dict) == END
     assert wf.node("charge").retry is None
     assert wf.node("charge").timeout is None
     assert wf.node("charge").queue is None
@@ -459,4 +459,4 @@ def test_a_workflow_is_a_graph_of_readable_node_ids(cleanup):
     assert wf.run_queue("charge", "default") == "payments"
     assert wf.run_queue("validate", "default") == "default"
     with pytest.raises(WorkflowDefinitionError, match="has no step 'gone'"):
-        wf.after("gone", {})
+        wf.after("gone", dict)

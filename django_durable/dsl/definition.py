@@ -16,7 +16,7 @@ from .. import registry
 from ..durations import to_timedelta
 from ..errors import WorkflowDefinitionError
 from . import names
-from .graph import Graph
+from .graph import Context, Graph
 from .moves import Move
 from .nodes import Step, as_node
 from .retry import Retry
@@ -48,14 +48,15 @@ class Workflow:
 
         return start(self, input, **options)
 
-    def entry(self, ctx: dict) -> Move:
+    def entry(self, context: Context) -> Move:
         """Where an execution with this input starts."""
-        return self.graph.resolve(self.graph.entry_id, ctx)
+        return self.graph.resolve(self.graph.entry_id, context)
 
-    def after(self, node_id: str, ctx: dict) -> Move:
-        """What comes after the step `node_id` completed with the context `ctx`."""
+    def after(self, node_id: str, context: Context) -> Move:
+        """What comes after the step `node_id` completed; `context()` loads the stored
+        context for a node that routes on it."""
         self.node(node_id)
-        return self.graph.resolve(self.graph.follows[node_id], ctx)
+        return self.graph.resolve(self.graph.follows[node_id], context)
 
     def node(self, node_id: str) -> Step:
         try:

@@ -6,6 +6,7 @@ which node follows which. The engine asks it where an execution starts and what 
 after a step; the answer is a move (`moves`). Nothing here touches the database.
 """
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import WorkflowDefinitionError
@@ -20,7 +21,12 @@ class Node(Protocol):
 
     def compile(self, graph: "Graph", prefix: str, follow: str | None) -> str: ...
 
-    def enter(self, graph: "Graph", node_id: str, ctx: dict) -> Move: ...
+    def enter(self, graph: "Graph", node_id: str, context: "Context") -> Move: ...
+
+
+# The context a node may route on, loaded only if a node asks: a fresh decode of what was
+# stored, so routing sees what a step would (most nodes, plain steps, never look).
+Context = Callable[[], dict]
 
 
 class Graph:
@@ -56,8 +62,8 @@ class Graph:
             node.compile(self, prefix, follow)
         return ids[0] if ids else None
 
-    def resolve(self, node_id: str | None, ctx: dict) -> Move:
+    def resolve(self, node_id: str | None, context: Context) -> Move:
         """The move that reaching `node_id` (None: past the end) makes."""
         if node_id is None:
             return END
-        return self.nodes[node_id].enter(self, node_id, ctx)
+        return self.nodes[node_id].enter(self, node_id, context)

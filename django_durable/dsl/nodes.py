@@ -9,7 +9,7 @@ from typing import Any
 from ..durations import to_timedelta
 from ..errors import WorkflowDefinitionError
 from . import names
-from .graph import Graph
+from .graph import Context, Graph
 from .moves import Move, Next
 from .retry import Retry
 
@@ -46,7 +46,7 @@ class Step:
         """Add this step under `prefix`, followed by `follow`; returns its node id."""
         return graph.add(prefix + self.name, self, follow)
 
-    def enter(self, graph: Graph, node_id: str, ctx: dict) -> Move:
+    def enter(self, graph: Graph, node_id: str, context: Context) -> Move:
         """Reaching a step means running it."""
         return Next(node_id)
 
