@@ -372,7 +372,9 @@ def finish(
     In one go: the parent is locked first (lock order), the row gets its status, the
     lease is cleared, every attempt still running or parked is closed (but
     `own_attempt`, which its caller closes with its own result), and every open wait
-    and pending input is withdrawn. Later features hang their follow-ups here.
+    and pending input is withdrawn. Ending any other way than completing also cancels
+    the branches and items still running under it (they are part of it; child workflows
+    are not, `cancel` reaches those). Later features hang their follow-ups here.
     """
     _check(execution.status, status)
     now = now or clock.now()
@@ -392,6 +394,23 @@ def finish(
     PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
         status=InputStatus.CANCELLED
     )
+    if status != ExecutionStatus.COMPLETED:
+        _end_members(execution, now)
+
+
+def _end_members(execution: WorkflowExecution, now: datetime) -> None:
+    """Branches and items of an execution that ended: locked after it, then cancelled."""
+    members = (
+        execution.children.select_for_update()
+        .active()
+        .exclude(kind=ExecutionKind.WORKFLOW)
+        .order_by("id")
+    )
+    reason = f"its workflow ended ({execution.status})"
+    if execution.status == ExecutionStatus.CANCELLED:
+        reason = execution.cancel_reason
+    for member in members:
+        finish(member, ExecutionStatus.CANCELLED, fenced=False, now=now, cancel_reason=reason)
 
 
 def wake(execution: WorkflowExecution) -> None:

@@ -139,7 +139,11 @@ def test_cancelling_the_workflow_ends_its_branches_and_withdraws_their_waits():
     durable.cancel(root, reason="stop")
     for eid in (root, branch, item):
         execution = load(eid)
-        assert (execution.status, execution.locked_by) == ("cancelled", None)
+        assert (execution.status, execution.locked_by, execution.cancel_reason) == (
+            "cancelled",
+            None,
+            "stop",
+        )
     assert not Wait.objects.filter(root_id=root, status="waiting").exists()
     assert PendingInput.objects.get(execution_id=item).status == "cancelled"
     with pytest.raises(durable.ExecutionNotActive):
@@ -242,3 +246,31 @@ def race_cancel_against_a_finishing_child(round: int) -> str:
 def test_cancelling_a_tree_while_a_child_finishes_neither_deadlocks_nor_loses_the_result():
     outcomes = [race_cancel_against_a_finishing_child(round) for round in range(12)]
     assert "cancelled" in outcomes  # the cancel wins the rounds where it goes first
+
+
+deadline_root = workflow("tree.deadline_root", [waits_forever], timeout=60)
+
+
+@pytest.mark.django_db
+def test_a_workflow_that_fails_ends_its_branches_but_not_its_child_workflows():
+    from datetime import timedelta
+
+    from django_durable.testing import advance_clock
+
+    root = deadline_root.start({})
+    branch = under(root, branch_waits, ExecutionKind.BRANCH)
+    item = under(root, item_asks, ExecutionKind.ITEM, item_index=0)
+    child = under(root, child_waits, ExecutionKind.WORKFLOW)
+    run_until_idle()
+    advance_clock(timedelta(minutes=2))
+    run_until_idle()
+    assert load(root).status == "failed"
+    for member in (branch, item):
+        execution = load(member)
+        assert (execution.status, execution.cancel_reason) == (
+            "cancelled",
+            "its workflow ended (failed)",
+        )
+    assert not Wait.objects.filter(root_id=root, status="waiting").exists()
+    assert PendingInput.objects.get(execution_id=item).status == "cancelled"
+    assert load(child).status == "waiting"  # a child workflow lives on its own
