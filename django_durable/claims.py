@@ -12,7 +12,7 @@ work back is a change of status, so it goes through the door (`executions.releas
 
 import uuid
 from collections.abc import Collection, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import connection
 from django.db.models import F
@@ -22,6 +22,7 @@ from . import clock, conf
 from .models import CLAIMED_AS, ExecutionStatus, StepStatus, WorkflowExecution
 
 CHANNEL = "durable_runnable"
+DUE_AT = "@"  # separates a queue from a due time in a notice's payload
 
 # What an execution's lease is made of; cleared together whenever its holder lets go.
 LEASE_CLEARED = {"locked_by": None, "locked_until": None, "run_token": None}
@@ -29,19 +30,19 @@ LEASE_CLEARED = {"locked_by": None, "locked_until": None, "run_token": None}
 _CLAIMED_STATUS_SQL = " ".join(
     f"WHEN '{before}' THEN '{after}'" for before, after in CLAIMED_AS.items()
 )
-_CLAIMABLE_SQL = ", ".join(f"'{status}'" for status in CLAIMED_AS)
 
+# Only `ready` rows are in the index this reads (durable_exec_ready): however many
+# executions are parked or finished, a claim reads a handful of index entries.
 _CLAIM_SQL = f"""
 WITH picked AS (
     SELECT id, status AS claimed_from FROM durable_execution
-    WHERE status IN ({_CLAIMABLE_SQL}) AND locked_by IS NULL AND run_at <= %(now)s
-        {{queue_filter}}
+    WHERE ready {{queue_filter}}
     ORDER BY priority DESC, run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
 UPDATE durable_execution AS e
-SET status = CASE picked.claimed_from {_CLAIMED_STATUS_SQL} END,
+SET status = CASE picked.claimed_from {_CLAIMED_STATUS_SQL} END, ready = false,
     locked_by = %(worker)s, locked_until = %(until)s,
     error = CASE picked.claimed_from WHEN 'compensating' THEN e.error END,
     run_token = gen_random_uuid(), started_at = COALESCE(e.started_at, %(now)s)
@@ -89,16 +90,13 @@ def _claim_skip_locked(worker, queues, limit, now, until) -> list[WorkflowExecut
 
 def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecution]:
     candidates = (
-        WorkflowExecution.objects.runnable(now, queues)
-        .in_claim_order()
-        .values_list("id", "status")[:limit]
+        WorkflowExecution.objects.runnable(queues).in_claim_order().values_list("id", "status")
     )
     claimed_from = {}
-    for execution_id, status in list(candidates):
-        taken = WorkflowExecution.objects.filter(
-            id=execution_id, status=status, locked_by__isnull=True, run_at__lte=now
-        ).update(
+    for execution_id, status in list(candidates[:limit]):
+        taken = WorkflowExecution.objects.filter(id=execution_id, status=status, ready=True).update(
             status=CLAIMED_AS[status],
+            ready=False,
             locked_by=worker,
             locked_until=until,
             run_token=uuid.uuid4(),
@@ -175,8 +173,17 @@ def _db_value(field_name: str, value):
     return field.get_db_prep_value(value, connection)
 
 
-def notify(run_queue: str) -> None:
-    """Wake idle workers of `run_queue` (PostgreSQL; delivered when the transaction commits)."""
+def notify(run_queue: str, due_at: datetime | None = None) -> None:
+    """Wake idle workers of `run_queue` (PostgreSQL; delivered when the transaction
+    commits): for work runnable now, or with `due_at` for work that will be then (a
+    start scheduled from outside a worker), so they wake for it without polling."""
     if connection.vendor == "postgresql":
+        payload = run_queue if due_at is None else f"{run_queue}{DUE_AT}{due_at.isoformat()}"
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, run_queue])
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+
+
+def parse_notice(payload: str) -> tuple[str, datetime | None]:
+    """The queue a notice is for, and the time its work falls due (None: now)."""
+    queue, _, due_at = payload.partition(DUE_AT)
+    return queue, datetime.fromisoformat(due_at) if due_at else None

@@ -394,7 +394,8 @@ def record_failure(
             run_at=now + policy.delay_after(execution.attempt),
             **claims.LEASE_CLEARED,
         )
-        claims.notify(execution.run_queue)
+        if execution.ready:  # a retry due later is this worker's timer, not a NOTIFY
+            claims.notify(execution.run_queue)
     else:
         executions.finish(
             execution, ExecutionStatus.FAILED, error=outcome.error, now=now, own_attempt=attempt.id

@@ -37,6 +37,7 @@ from .errors import (
 )
 from .models import (
     ACTIVE_STATUSES,
+    CLAIMED_AS,
     FINAL_STATUSES,
     RELEASED_AS,
     TRANSITIONS,
@@ -52,6 +53,7 @@ from .models import (
 )
 
 RELEASE_BATCH = 500
+WAKE_BATCH = 1000
 
 ENDING_STATUSES = (*FINAL_STATUSES, ExecutionStatus.COMPENSATING)
 # Where an execution interrupted too often ends, by the phase it was in.
@@ -130,6 +132,7 @@ def create_execution(
         scheduled_at=scheduled_at,
         run_at=run_at,
         deadline=run_at + definition.timeout if definition.timeout else None,
+        ready=run_at <= now,
         created_at=now,
         parent=parent,
         kind=kind,
@@ -142,8 +145,10 @@ def create_execution(
     try:
         with transaction.atomic():
             execution.save(force_insert=True)
-            if execution.status == ExecutionStatus.PENDING:
+            if execution.ready:
                 claims.notify(execution.run_queue)
+            elif execution.run_at is not None:
+                claims.notify(execution.run_queue, due_at=execution.run_at)
     except IntegrityError:
         existing = _by_idempotency_key(definition.name, idempotency_key)
         if idempotency_key is None or existing is None:
@@ -161,6 +166,7 @@ def _place_at_entry(
         execution.status = ExecutionStatus.COMPLETED
         execution.completed_at = now
         execution.run_at = None
+        execution.ready = False
         return
     execution.current_step = move.node_id
     execution.run_queue = definition.run_queue(move.node_id, execution.queue)
@@ -418,10 +424,28 @@ def wake(execution: WorkflowExecution) -> None:
     if execution.status == ExecutionStatus.WAITING:
         now = clock.now()
         WorkflowExecution.objects.filter(id=execution.id, status=ExecutionStatus.WAITING).update(
-            run_at=now
+            run_at=now, ready=True
         )
-        execution.run_at = now
+        execution.run_at, execution.ready = now, True
         claims.notify(execution.run_queue)
+
+
+def wake_due(limit: int = WAKE_BATCH) -> int:
+    """Make executions whose time came runnable: retries and starts scheduled for now,
+    sleeps and wait timeouts that ran out. Conditional, so workers doing it at the same
+    time do it once; idle workers of the queues concerned are woken."""
+    now = clock.now()
+    due = WorkflowExecution.objects.timers_due(now).order_by("run_at")
+    ids = list(due.values_list("id", flat=True)[:limit])
+    if not ids:
+        return 0
+    woken = WorkflowExecution.objects.timers_due(now).filter(id__in=ids)
+    with transaction.atomic():
+        queues = set(woken.values_list("run_queue", flat=True))
+        count = woken.update(ready=True)
+        for queue in queues:
+            claims.notify(queue)
+    return count
 
 
 def release(
@@ -501,7 +525,16 @@ def _check(current: str, target: str) -> None:
 
 
 def _write(execution: WorkflowExecution, fenced: bool, **changes: Any) -> None:
-    """Apply `changes` to the row and the object, if the caller still owns the row."""
+    """Apply `changes` to the row and the object, if the caller still owns the row.
+
+    `ready` follows from the rest, here only: claimable, unheld and due now.
+    """
+    status = changes.get("status", execution.status)
+    run_at = changes.get("run_at", execution.run_at)
+    held = changes.get("locked_by", execution.locked_by) is not None
+    changes["ready"] = (
+        status in CLAIMED_AS and not held and run_at is not None and run_at <= clock.now()
+    )
     rows = WorkflowExecution.objects.filter(id=execution.id)
     if fenced:
         rows = rows.filter(run_token=execution.run_token)

@@ -86,10 +86,15 @@ class StepStatus(models.TextChoices):
 class WorkflowExecutionQuerySet(models.QuerySet):
     """Query vocabulary, each method named after what it asks and served by one index."""
 
-    def runnable(self, now, queues=None):
-        """Executions a worker may claim now: due, and not held (durable_exec_runnable)."""
-        qs = self.filter(UNHELD_CLAIMABLE, run_at__lte=now)
+    def runnable(self, queues=None):
+        """Executions a worker may claim now (durable_exec_ready): only these are in it."""
+        qs = self.filter(ready=True)
         return qs if queues is None else qs.filter(run_queue__in=queues)
+
+    def timers_due(self, now):
+        """Executions whose time came but that are not marked ready yet
+        (durable_exec_timer, which parked executions without a time are not in)."""
+        return self.filter(TIMER_SET, run_at__lte=now)
 
     def active(self):
         """Executions not finished yet (pending, running, waiting, compensating)."""
@@ -115,14 +120,19 @@ class WorkflowExecutionQuerySet(models.QuerySet):
 
 
 UNHELD_CLAIMABLE = Q(status__in=CLAIMABLE_STATUSES, locked_by__isnull=True)
+# Runnable later: waiting for its `run_at` (a retry, a sleep, a wait's timeout, a start
+# scheduled ahead). Timers turn these `ready` when their time comes.
+TIMER_SET = UNHELD_CLAIMABLE & Q(ready=False, run_at__isnull=False)
 
 
 class WorkflowExecution(models.Model):
     """One run of a workflow.
 
-    The row is also the unit of work that workers claim: `run_at` says when it is next
-    runnable and `run_queue` from which queue (the current step's own queue, else
-    `queue`). `step_seq` counts the steps entered, so the waits of one visit to a step
+    The row is also the unit of work that workers claim: `ready` says it is runnable
+    now, `run_at` when it is next runnable (timers set `ready` when that time comes) and
+    `run_queue` from which queue (the current step's own queue, else `queue`). Claims
+    read only ready rows, so parked executions cost them nothing. `step_seq` counts the
+    steps entered, so the waits of one visit to a step
     stay apart from those of a later visit. `locked_by`/`locked_until`/`run_token` form
     the lease; `run_token` is the id of the step attempt allowed to write, and every
     write from a worker is fenced on it, so an attempt whose lease was lost can never
@@ -159,6 +169,7 @@ class WorkflowExecution(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     scheduled_at = models.DateTimeField(null=True, blank=True)
     run_at = models.DateTimeField(null=True, blank=True)
+    ready = models.BooleanField(default=False)
     deadline = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
@@ -177,9 +188,10 @@ class WorkflowExecution(models.Model):
         indexes = [
             models.Index(
                 fields=["run_queue", "-priority", "run_at"],
-                condition=UNHELD_CLAIMABLE,
-                name="durable_exec_runnable",
+                condition=Q(ready=True),
+                name="durable_exec_ready",
             ),
+            models.Index(fields=["run_at"], condition=TIMER_SET, name="durable_exec_timer"),
             models.Index(
                 fields=["locked_until"],
                 condition=Q(locked_until__isnull=False),

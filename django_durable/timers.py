@@ -16,8 +16,8 @@ from . import clock, engine, executions, registry
 from .errors import ExecutionNotFound
 from .executions import LeaseLost
 from .models import (
-    CLAIMABLE_STATUSES,
     FORWARD_STATUSES,
+    TIMER_SET,
     ExecutionStatus,
     StepExecution,
     WorkflowExecution,
@@ -27,9 +27,11 @@ DEADLINE_BATCH = 500
 
 
 def run_timers() -> None:
-    """Everything due now: lapsed leases, then passed deadlines."""
+    """Everything due now: lapsed leases, passed deadlines, then waits and retries whose
+    time came (made ready for the next claim)."""
     reclaim_expired_leases()
     expire_deadlines()
+    executions.wake_due()
 
 
 def reclaim_expired_leases() -> int:
@@ -81,15 +83,11 @@ def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
     return True
 
 
-def next_wakeup(queues: list[str] | None) -> datetime | None:
-    """The earliest time something may become due: a run_at, a deadline, a lease's end."""
-    runnable = WorkflowExecution.objects.filter(
-        status__in=CLAIMABLE_STATUSES, locked_by__isnull=True
-    )
-    if queues is not None:
-        runnable = runnable.filter(run_queue__in=queues)
+def next_wakeup() -> datetime | None:
+    """The earliest time something falls due: a timer's `run_at`, a deadline, a lease's
+    end. Each is the first entry of a partial index, so this reads a few buffers."""
     times = [
-        runnable.aggregate(at=Min("run_at"))["at"],
+        WorkflowExecution.objects.filter(TIMER_SET).aggregate(at=Min("run_at"))["at"],
         WorkflowExecution.objects.filter(
             status__in=FORWARD_STATUSES, deadline__isnull=False
         ).aggregate(at=Min("deadline"))["at"],

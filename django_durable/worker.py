@@ -98,6 +98,7 @@ class Worker:
         self._held: Counter[uuid.UUID] = Counter()
         self._runners: list[threading.Thread] = []
         self._timers_due = 0.0
+        self._next_due = None  # the earliest due time known (a timer, deadline, lease end)
         # Bumped whenever any thread finds the database gone: one outage (a failover,
         # a restart) kills every thread's connection at once, and each runner drops its
         # own before its next work instead of finding out by failing that work.
@@ -275,6 +276,7 @@ class Worker:
     def _run_timers_if_due(self) -> None:
         if time.monotonic() >= self._timers_due:
             timers.run_timers()
+            self._next_due = timers.next_wakeup()
             self._timers_due = time.monotonic() + self.poll_interval
 
     def _claim_into_free_slots(self) -> bool:
@@ -295,14 +297,36 @@ class Worker:
             return all(slot.busy == 0 for slot in self.slots.values())
 
     def _seconds_until_due(self) -> float:
-        """Sleep until the next known due time, at most `poll_interval` (NOTIFY may wake us)."""
-        open_queues = [slot.name for slot in self.slots.values() if slot.free > 0]
-        if not open_queues:
-            return self.poll_interval
-        due = timers.next_wakeup(open_queues)
+        """Sleep until the next known due time, at most `poll_interval` (NOTIFY may wake
+        us). The due time is the one the timers found, or an earlier one this worker's
+        own threads set since: no query per wake-up."""
+        with self._lock:
+            due = self._next_due
         if due is None:
             return self.poll_interval
-        return min(self.poll_interval, max(0.05, (due - clock.now()).total_seconds()))
+        return min(self.poll_interval, max(0.01, (due - clock.now()).total_seconds()))
+
+    def _note_timer(self, execution: WorkflowExecution) -> None:
+        """An execution this worker parked or scheduled for later: wake up for it."""
+        if not execution.ready and execution.locked_by is None and execution.run_at:
+            self._note_due(execution.run_at)
+
+    def _note_due(self, due_at) -> None:
+        with self._lock:
+            if self._next_due is not None and self._next_due <= due_at:
+                return
+            self._next_due = due_at
+        self._wake.set()
+
+    def _heard(self, payload: str) -> None:
+        """A NOTIFY: work runnable now on a queue, or falling due later."""
+        queue, due_at = claims.parse_notice(payload)
+        if queue not in self.slots:
+            return
+        if due_at is None:
+            self._wake.set()
+        else:
+            self._note_due(due_at)
 
     # -- running -----------------------------------------------------------------------
 
@@ -344,6 +368,7 @@ class Worker:
                 on_attempt=self._track_attempt,
                 tokens=held_tokens,
             )
+            self._note_timer(execution)
         except DATABASE_ERRORS as exc:
             log.warning(
                 "Worker %s lost the database while running %s (%s); releasing it.",
@@ -476,8 +501,7 @@ class Worker:
                     self._wake.set()  # anything that became runnable while we were away
                     while not self._stopped.is_set():
                         for notice in listener.notifies(timeout=TICK_SECONDS):
-                            if notice.payload in self.slots:
-                                self._wake.set()
+                            self._heard(notice.payload)
             except psycopg.Error as exc:
                 log.warning("Worker %s listener: %s; reconnecting.", self.name, exc)
                 with self._lock:

@@ -323,3 +323,53 @@ def test_a_compensation_interrupted_too_often_ends_compensation_failed(settings)
     WorkflowExecution.objects.filter(id=eid).update(locked_until=clock.now() - timedelta(seconds=1))
     assert timers.reclaim_expired_leases() == 1
     assert_ended_cleanly(eid, "compensation_failed", "TooManyInterruptions")
+
+
+# -- ready work apart from timers --------------------------------------------------------
+
+
+def ready(execution_id) -> bool:
+    return WorkflowExecution.objects.get(id=execution_id).ready
+
+
+@pytest.mark.django_db
+def test_only_work_runnable_now_is_ready_and_timers_make_the_rest_ready():
+    now = clock.now()
+    at_once = single.start({})
+    later = single.start({}, scheduled_at=now + timedelta(hours=1))
+    parked = waits.start({})
+    assert (ready(at_once), ready(later), ready(parked)) == (True, False, True)
+    run_until_idle()  # at_once completes, parked parks on its event without a time
+    assert not any(ready(eid) for eid in (at_once, later, parked))
+
+    advance_clock(timedelta(hours=1))
+    assert claims.claim("w1", None, 10) == []  # due, but the timers have not seen it
+    timers.run_timers()
+    assert ready(later)
+    [claimed] = claims.claim("w1", None, 10)
+    assert (claimed.id, claimed.ready) == (later, False)
+    assert not ready(parked)
+
+    durable.send_event(parked, "go", 1)
+    assert ready(parked)
+
+
+@pytest.mark.django_db
+def test_the_door_keeps_ready_in_step_with_status_lease_and_time():
+    eid = out_of_retries.start({})
+    run_until_idle()
+    durable.send_event(eid, "go", 1)
+    run_until_idle()  # the step fails; its retry is due in a second
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert (execution.status, execution.ready) == ("pending", False)
+    assert execution.run_at > clock.now()
+    [held] = claims.claim("w1", None, 1) or [None]
+    assert held is None
+    advance_clock(2)
+    timers.run_timers()
+    [held] = claims.claim("w1", None, 1)
+    assert not ready(eid)
+    assert executions.release("w1", "WorkerStopped", "bye") == 1
+    assert ready(eid)
+    durable.cancel(eid)
+    assert not ready(eid)
