@@ -168,6 +168,56 @@ def start_attempt(attempt, execution_id: uuid.UUID, run_token: uuid.UUID) -> boo
 _HELD_SQL = "SELECT 1 FROM durable_execution WHERE id = %s AND run_token = %s"
 
 
+def hand_over(
+    execution_id: uuid.UUID,
+    run_token: uuid.UUID,
+    changes: dict,
+    finished_id: uuid.UUID,
+    finished: dict,
+    next_attempt,
+) -> bool:
+    """A chained step in one statement (PostgreSQL): advance the execution, fenced on
+    the finished attempt's `run_token`; close that attempt; insert the next one. False,
+    and nothing written, if the attempt no longer holds the execution."""
+    step_table = next_attempt._meta.db_table
+    fields = list(next_attempt._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    typed = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)
+    values = [
+        field.get_db_prep_save(field.pre_save(next_attempt, True), connection) for field in fields
+    ]
+    advance, advance_params = _assignments(WorkflowExecution, changes)
+    close, close_params = _assignments(next_attempt.__class__, finished)
+    sql = (
+        f"WITH advanced AS (UPDATE durable_execution SET {advance} "
+        f"WHERE id = %s AND run_token = %s RETURNING id), "
+        f"closed AS (UPDATE {step_table} SET {close} "
+        f"WHERE id = %s AND EXISTS (SELECT 1 FROM advanced)) "
+        f"INSERT INTO {step_table} ({columns}) SELECT {typed} FROM advanced"
+    )
+    params = [
+        *advance_params,
+        _db_value("id", execution_id),
+        _db_value("run_token", run_token),
+        *close_params,
+        _db_value("id", finished_id),
+        *values,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
+def _assignments(model, values: dict) -> tuple[str, list]:
+    """`col = %s, ...` and its parameters, each value prepared by its model field."""
+    columns, params = [], []
+    for name, value in values.items():
+        field = model._meta.get_field(name)
+        columns.append(f"{connection.ops.quote_name(field.column)} = %s")
+        params.append(field.get_db_prep_save(value, connection))
+    return ", ".join(columns), params
+
+
 def _db_value(field_name: str, value):
     field = WorkflowExecution._meta.get_field(field_name)
     return field.get_db_prep_value(value, connection)

@@ -266,14 +266,15 @@ def _record(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool)
     # rolls back, the object must say again what the database says.
     committed = dict(execution.__dict__)
     try:
-        with transaction.atomic():
-            if outcome.suspension is not None:
+        if outcome.suspension is not None:
+            with transaction.atomic():
                 _park(execution, attempt, outcome)
-                return None
-            if outcome.failed:
+            return None
+        if outcome.failed:
+            with transaction.atomic():
                 record_failure(execution, run.definition, attempt, outcome)
-                return None
-            return _step_completed(run, attempt, outcome, must_stop)
+            return None
+        return _step_completed(run, attempt, outcome, must_stop)
     except LeaseLost:
         _close_superseded(attempt)
         return None
@@ -294,6 +295,7 @@ def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_sto
     return _FOLLOW[type(move)](run, attempt, outcome, move, must_stop)
 
 
+@transaction.atomic
 def _complete(run: Run, attempt: StepExecution, outcome: Outcome, move: End, must_stop: bool):
     executions.finish(
         run.execution,
@@ -319,28 +321,30 @@ def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, m
         "recoveries": 0,
     }
     if execution.deadline is not None and now >= execution.deadline:
-        executions.finish(
-            execution,
-            ExecutionStatus.FAILED,
-            error=workflow_timeout(execution),
-            now=now,
-            own_attempt=attempt.id,
-            **moves,  # resume continues after the step that completed
-        )
-        _close_attempt(attempt, StepStatus.COMPLETED, outcome)
+        with transaction.atomic():
+            executions.finish(
+                execution,
+                ExecutionStatus.FAILED,
+                error=workflow_timeout(execution),
+                now=now,
+                own_attempt=attempt.id,
+                **moves,  # resume continues after the step that completed
+            )
+            _close_attempt(attempt, StepStatus.COMPLETED, outcome)
         return None
     next_queue = run.definition.run_queue(move.node_id, execution.queue)
     if must_stop or (run.queues is not None and next_queue not in run.queues):
-        executions.transition(
-            execution,
-            ExecutionStatus.PENDING,
-            run_queue=next_queue,
-            run_at=now,
-            **moves,
-            **claims.LEASE_CLEARED,
-        )
-        _close_attempt(attempt, StepStatus.COMPLETED, outcome)
-        claims.notify(next_queue)
+        with transaction.atomic():
+            executions.transition(
+                execution,
+                ExecutionStatus.PENDING,
+                run_queue=next_queue,
+                run_at=now,
+                **moves,
+                **claims.LEASE_CLEARED,
+            )
+            _close_attempt(attempt, StepStatus.COMPLETED, outcome)
+            claims.notify(next_queue)
         return None
     next_attempt = StepExecution(
         id=uuid.uuid4(),
@@ -352,11 +356,14 @@ def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, m
         started_at=now,
     )
     run.tokens.add(next_attempt.id)
-    executions.transition(
-        execution, ExecutionStatus.RUNNING, run_queue=next_queue, run_token=next_attempt.id, **moves
+    executions.hand_over(
+        execution,
+        attempt.id,
+        _attempt_end(attempt, StepStatus.COMPLETED, outcome),
+        next_attempt,
+        run_queue=next_queue,
+        **moves,
     )
-    _close_attempt(attempt, StepStatus.COMPLETED, outcome)
-    next_attempt.save(force_insert=True)
     return next_attempt
 
 
@@ -432,13 +439,18 @@ def _close_superseded(attempt: StepExecution) -> None:
 
 
 def _close_attempt(attempt: StepExecution, status: str, outcome: Outcome) -> None:
-    StepExecution.objects.filter(id=attempt.id).update(
-        status=status,
-        output=codec.Encoded(outcome.stored) if outcome.stored is not None else None,
-        error=outcome.error,
-        completed_at=outcome.finished_at,
-        duration_ms=_milliseconds(outcome.finished_at - attempt.started_at),
-    )
+    StepExecution.objects.filter(id=attempt.id).update(**_attempt_end(attempt, status, outcome))
+
+
+def _attempt_end(attempt: StepExecution, status: str, outcome: Outcome) -> dict:
+    """How an attempt's row ends. The context it produced is kept once, on the
+    execution; the attempt does not repeat it."""
+    return {
+        "status": status,
+        "error": outcome.error,
+        "completed_at": outcome.finished_at,
+        "duration_ms": _milliseconds(outcome.finished_at - attempt.started_at),
+    }
 
 
 def retry_policy(definition: Workflow, step: Step) -> Retry:

@@ -20,7 +20,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
 from . import claims, clock, codec, conf, registry
@@ -361,6 +361,38 @@ def transition(
         raise InvalidTransition(f"{status} is written by finish(), not transition().")
     _check(execution.status, status)
     _write(execution, fenced, status=status, **changes)
+
+
+def hand_over(
+    execution: WorkflowExecution,
+    finished_id: uuid.UUID,
+    finished: dict,
+    next_attempt: StepExecution,
+    **changes: Any,
+) -> None:
+    """A chained step: the finished attempt is closed with `finished` and the execution
+    moves on, held by the same worker under `next_attempt`'s id. One statement (one round
+    trip, its own commit) on PostgreSQL; one transaction elsewhere. LeaseLost if the
+    finished attempt no longer holds the execution."""
+    _check(execution.status, ExecutionStatus.RUNNING)
+    changes = {
+        "status": ExecutionStatus.RUNNING,
+        "ready": False,
+        "run_token": next_attempt.id,
+        **changes,
+    }
+    if connection.vendor == "postgresql":
+        if not claims.hand_over(
+            execution.id, execution.run_token, changes, finished_id, finished, next_attempt
+        ):
+            raise LeaseLost(execution.id)
+        for name, value in changes.items():
+            setattr(execution, name, value)
+        return
+    with transaction.atomic():
+        _write(execution, True, **changes)
+        StepExecution.objects.filter(id=finished_id).update(**finished)
+        next_attempt.save(force_insert=True)
 
 
 def finish(

@@ -7,6 +7,7 @@ and a database failure inside a wait counted as the step's own failure.
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -103,12 +104,22 @@ def run_like_a_worker(worker: Worker, execution: WorkflowExecution) -> None:
     worker._run_execution(execution, worker.slots["default"])
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_commit_whose_reply_was_lost_does_not_leave_the_execution_running(monkeypatch):
-    """The server committed the chain to step 2 (a new run token) but the connection died
-    before the client heard: the worker must release the claim the database kept, not
-    leave it `running` until its lease lapses (regression)."""
-    eid = two_steps.start({})
+@contextmanager
+def reply_of_the_chained_step_lost(monkeypatch):
+    """The chain from step 1 to step 2 commits on the server, then the connection dies:
+    on PostgreSQL it is one autocommitted statement, elsewhere a transaction's COMMIT."""
+    lost = OperationalError("server closed the connection unexpectedly")
+    if IS_POSTGRES:
+
+        def lose_the_reply(execute, sql, params, many, context):
+            result = execute(sql, params, many, context)
+            if sql.startswith("WITH advanced"):
+                raise lost
+            return result
+
+        with connection.execute_wrapper(lose_the_reply):
+            yield
+        return
     real_commit = connection.commit
     commits = []
 
@@ -116,13 +127,23 @@ def test_a_commit_whose_reply_was_lost_does_not_leave_the_execution_running(monk
         real_commit()
         commits.append(1)
         if len(commits) == 2:  # 1: the first attempt's row, 2: step 1 recorded
-            raise OperationalError("server closed the connection unexpectedly")
+            raise lost
 
     monkeypatch.setattr(connection, "commit", commit_then_lose_the_reply)
+    yield
+    monkeypatch.undo()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_whose_reply_was_lost_does_not_leave_the_execution_running(monkeypatch):
+    """The server committed the chain to step 2 (a new run token) but the connection died
+    before the client heard: the worker must release the claim the database kept, not
+    leave it `running` until its lease lapses (regression)."""
+    eid = two_steps.start({})
     worker = Worker(["default"], name="w-lost-reply")
     [claimed] = claims.claim(worker.name, ["default"], 1)
-    run_like_a_worker(worker, claimed)
-    monkeypatch.undo()
+    with reply_of_the_chained_step_lost(monkeypatch):
+        run_like_a_worker(worker, claimed)
 
     execution = WorkflowExecution.objects.get(id=eid)
     assert (execution.status, execution.current_step, execution.locked_by) == (

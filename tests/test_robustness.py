@@ -475,7 +475,8 @@ two_steps = workflow("robust.two_steps", [first_of_two, second_of_two])
 @pytest.mark.django_db
 def test_a_refusal_after_the_execution_row_was_updated_still_fails_the_step(monkeypatch):
     """The database refuses the next attempt's row after the execution's UPDATE went
-    through in the same (rolled back) transaction: the failure is still recorded."""
+    through in the same (rolled back) transaction or statement: the failure is still
+    recorded."""
     original_save = StepExecution.save
 
     def refuse_second(self, *args, **kwargs):
@@ -483,7 +484,11 @@ def test_a_refusal_after_the_execution_row_was_updated_still_fails_the_step(monk
             raise DataError("simulated refusal of the next attempt's row")
         return original_save(self, *args, **kwargs)
 
+    def refuse_the_chain(*args, **kwargs):  # PostgreSQL: the chain is one statement
+        raise DataError("simulated refusal of the next attempt's row")
+
     monkeypatch.setattr(StepExecution, "save", refuse_second)
+    monkeypatch.setattr(claims, "hand_over", refuse_the_chain)
     execution_id = durable.start(two_steps)
     assert run_until_idle() == 1
     execution = durable.get_execution(execution_id)
