@@ -123,6 +123,8 @@ class ScaleDatabase:
                 f"bench_scale.py measures PostgreSQL's plans only; DATABASE_URL is "
                 f"{parts.scheme!r}. SQLite (a development database) is not supported."
             )
+        if parts.path.strip("/") == SCALE_DB:
+            sys.exit(f"DATABASE_URL must name another database: the bench drops {SCALE_DB}.")
         self.admin_url = url
         self.url = parts._replace(path=f"/{SCALE_DB}").geturl()
         self.keep = keep

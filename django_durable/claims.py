@@ -19,7 +19,15 @@ from django.db.models import F
 from django.db.models.functions import Coalesce
 
 from . import clock, conf
-from .models import CLAIMED_AS, ExecutionStatus, StepStatus, WorkflowExecution
+from .models import (
+    CLAIMED_AS,
+    ExecutionStatus,
+    InputStatus,
+    StepExecution,
+    StepStatus,
+    WaitStatus,
+    WorkflowExecution,
+)
 
 CHANNEL = "durable_runnable"
 DUE_AT = "@"  # separates a queue from a due time in a notice's payload
@@ -206,6 +214,65 @@ def hand_over(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount == 1
+
+
+def end(
+    execution_id: uuid.UUID,
+    fence: tuple[str, object],
+    changes: dict,
+    own_end: tuple[uuid.UUID, dict] | None,
+    interruption: dict,
+    now: datetime,
+) -> bool:
+    """An execution's ending in one statement (PostgreSQL): write its row (only while
+    `fence`, a column and the value the caller holds, still matches), close the
+    caller's attempt as `own_end` says, close the other open attempts with
+    `interruption`, withdraw open waits and pending inputs. False if the fence failed."""
+    column, held = fence
+    end_row, end_params = _assignments(WorkflowExecution, changes)
+    own_id, own_ending = own_end if own_end is not None else (None, {"status": StepStatus.FAILED})
+    own_set, own_params = _assignments(StepExecution, own_ending)
+    others_set, others_params = _assignments(
+        StepExecution,
+        {"status": StepStatus.FAILED, "completed_at": now, "error": interruption},
+    )
+    after_end = "EXISTS (SELECT 1 FROM ended)"
+    sql = (
+        f"WITH ended AS (UPDATE durable_execution SET {end_row} "
+        f"WHERE id = %s AND {column} IS NOT DISTINCT FROM %s RETURNING id), "
+        f"own AS (UPDATE durable_step SET {own_set} WHERE id = %s AND {after_end}), "
+        f"others AS (UPDATE durable_step SET {others_set} WHERE execution_id = %s "
+        f"AND status IN (%s, %s) AND id IS DISTINCT FROM %s AND {after_end}), "
+        f"waits AS (UPDATE durable_wait SET status = %s, resolved_at = %s "
+        f"WHERE execution_id = %s AND status = %s AND {after_end}), "
+        f"inputs AS (UPDATE durable_pending_input SET status = %s "
+        f"WHERE execution_id = %s AND status = %s AND {after_end}) "
+        f"SELECT count(*) FROM ended"
+    )
+    execution = _db_value("id", execution_id)
+    own = StepExecution._meta.get_field("id").get_db_prep_value(own_id, connection)
+    params = [
+        *end_params,
+        execution,
+        WorkflowExecution._meta.get_field(column).get_db_prep_value(held, connection),
+        *own_params,
+        own,
+        *others_params,
+        execution,
+        StepStatus.RUNNING.value,
+        StepStatus.WAITING.value,
+        own,
+        WaitStatus.CANCELLED.value,
+        WorkflowExecution._meta.get_field("completed_at").get_db_prep_value(now, connection),
+        execution,
+        WaitStatus.WAITING.value,
+        InputStatus.CANCELLED.value,
+        execution,
+        InputStatus.PENDING.value,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0] == 1
 
 
 def _assignments(model, values: dict) -> tuple[str, list]:

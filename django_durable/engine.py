@@ -301,12 +301,11 @@ def _complete(run: Run, attempt: StepExecution, outcome: Outcome, move: End, mus
         run.execution,
         ExecutionStatus.COMPLETED,
         now=outcome.finished_at,
-        own_attempt=attempt.id,
+        own_end=(attempt.id, _attempt_end(attempt, StepStatus.COMPLETED, outcome)),
         context=codec.Encoded(run.stored),
         current_step=None,
         recoveries=0,
     )
-    _close_attempt(attempt, StepStatus.COMPLETED, outcome)
 
 
 def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, must_stop: bool):
@@ -327,10 +326,9 @@ def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, m
                 ExecutionStatus.FAILED,
                 error=workflow_timeout(execution),
                 now=now,
-                own_attempt=attempt.id,
+                own_end=(attempt.id, _attempt_end(attempt, StepStatus.COMPLETED, outcome)),
                 **moves,  # resume continues after the step that completed
             )
-            _close_attempt(attempt, StepStatus.COMPLETED, outcome)
         return None
     next_queue = run.definition.run_queue(move.node_id, execution.queue)
     if must_stop or (run.queues is not None and next_queue not in run.queues):
@@ -403,11 +401,15 @@ def record_failure(
         )
         if execution.ready:  # a retry due later is this worker's timer, not a NOTIFY
             claims.notify(execution.run_queue)
+        _close_attempt(attempt, StepStatus.FAILED, outcome)
     else:
         executions.finish(
-            execution, ExecutionStatus.FAILED, error=outcome.error, now=now, own_attempt=attempt.id
+            execution,
+            ExecutionStatus.FAILED,
+            error=outcome.error,
+            now=now,
+            own_end=(attempt.id, _attempt_end(attempt, StepStatus.FAILED, outcome)),
         )
-    _close_attempt(attempt, StepStatus.FAILED, outcome)
 
 
 def _record_unrecordable(run: Run, attempt: StepExecution, outcome: Outcome, exc: Exception):

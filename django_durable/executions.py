@@ -402,17 +402,18 @@ def finish(
     error: dict | None = None,
     fenced: bool = True,
     now: datetime | None = None,
-    own_attempt: uuid.UUID | None = None,
+    own_end: tuple[uuid.UUID, dict] | None = None,
     **changes: Any,
 ) -> None:
     """End an execution (or start its compensating phase): the one place that does it.
 
     In one go: the parent is locked first (lock order), the row gets its status, the
-    lease is cleared, every attempt still running or parked is closed (but
-    `own_attempt`, which its caller closes with its own result), and every open wait
-    and pending input is withdrawn. Ending any other way than completing also cancels
-    the branches and items still running under it (they are part of it; child workflows
-    are not, `cancel` reaches those). Later features hang their follow-ups here.
+    lease is cleared, the caller's own attempt is closed with `own_end` (its id and how
+    it ended), every other attempt still running or parked is closed, and every open
+    wait and pending input is withdrawn: one statement on PostgreSQL. Ending any other
+    way than completing also cancels the branches and items still running under it
+    (they are part of it; child workflows are not, `cancel` reaches those). Later
+    features hang their follow-ups here.
     """
     _check(execution.status, status)
     now = now or clock.now()
@@ -424,14 +425,25 @@ def finish(
         )
     if status in FINAL_STATUSES:
         changes["completed_at"] = now
-    _write(execution, fenced, status=status, error=error, **changes, **claims.LEASE_CLEARED)
-    _close_open_attempts(execution, own_attempt, now, error or _interruption(execution))
-    Wait.objects.filter(execution=execution, status=WaitStatus.WAITING).update(
-        status=WaitStatus.CANCELLED, resolved_at=now
-    )
-    PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
-        status=InputStatus.CANCELLED
-    )
+    changes = {"status": status, "error": error, **changes, **claims.LEASE_CLEARED}
+    changes["ready"] = _ready_after(execution, changes)
+    reason = changes.get("cancel_reason", execution.cancel_reason)
+    interruption = error or _interruption(status, reason)
+    if connection.vendor == "postgresql":
+        fence = ("run_token", execution.run_token) if fenced else ("status", execution.status)
+        if not claims.end(execution.id, fence, changes, own_end, interruption, now):
+            raise LeaseLost(execution.id)
+        for name, value in changes.items():
+            setattr(execution, name, value)
+    else:
+        _write(execution, fenced, **changes)
+        _close_open_attempts(execution, own_end, now, interruption)
+        Wait.objects.filter(execution=execution, status=WaitStatus.WAITING).update(
+            status=WaitStatus.CANCELLED, resolved_at=now
+        )
+        PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
+            status=InputStatus.CANCELLED
+        )
     if status != ExecutionStatus.COMPLETED:
         _end_members(execution, now)
 
@@ -556,17 +568,21 @@ def _check(current: str, target: str) -> None:
         raise InvalidTransition(f"An execution cannot go from {current} to {target}.")
 
 
+def _ready_after(execution: WorkflowExecution, changes: dict) -> bool:
+    """Whether the execution is runnable now once `changes` are applied: claimable,
+    unheld and due."""
+    status = changes.get("status", execution.status)
+    run_at = changes.get("run_at", execution.run_at)
+    held = changes.get("locked_by", execution.locked_by) is not None
+    return status in CLAIMED_AS and not held and run_at is not None and run_at <= clock.now()
+
+
 def _write(execution: WorkflowExecution, fenced: bool, **changes: Any) -> None:
     """Apply `changes` to the row and the object, if the caller still owns the row.
 
     `ready` follows from the rest, here only: claimable, unheld and due now.
     """
-    status = changes.get("status", execution.status)
-    run_at = changes.get("run_at", execution.run_at)
-    held = changes.get("locked_by", execution.locked_by) is not None
-    changes["ready"] = (
-        status in CLAIMED_AS and not held and run_at is not None and run_at <= clock.now()
-    )
+    changes["ready"] = _ready_after(execution, changes)
     rows = WorkflowExecution.objects.filter(id=execution.id)
     if fenced:
         rows = rows.filter(run_token=execution.run_token)
@@ -579,22 +595,28 @@ def _write(execution: WorkflowExecution, fenced: bool, **changes: Any) -> None:
 
 
 def _close_open_attempts(
-    execution: WorkflowExecution, own_attempt: uuid.UUID | None, now: datetime, error: dict
+    execution: WorkflowExecution,
+    own_end: tuple[uuid.UUID, dict] | None,
+    now: datetime,
+    error: dict,
 ) -> None:
-    """Attempts that were still running, or parked on a wait, end with the execution."""
+    """The caller's attempt ends as it says; others still running, or parked on a wait,
+    end with the execution."""
     open_attempts = StepExecution.objects.filter(
         execution=execution, status__in=(StepStatus.RUNNING, StepStatus.WAITING)
     )
-    if own_attempt is not None:
-        open_attempts = open_attempts.exclude(id=own_attempt)
+    if own_end is not None:
+        own_id, ending = own_end
+        StepExecution.objects.filter(id=own_id).update(**ending)
+        open_attempts = open_attempts.exclude(id=own_id)
     open_attempts.update(status=StepStatus.FAILED, completed_at=now, error=error)
 
 
-def _interruption(execution: WorkflowExecution) -> dict:
+def _interruption(status: str, cancel_reason: str | None) -> dict:
     """What an attempt still open when its execution ended is closed with."""
-    if execution.status == ExecutionStatus.CANCELLED:
-        reason = f": {execution.cancel_reason}" if execution.cancel_reason else "."
+    if status == ExecutionStatus.CANCELLED:
+        reason = f": {cancel_reason}" if cancel_reason else "."
         message = f"The execution was cancelled{reason}"
         return {"type": "Cancelled", "message": message, "traceback": ""}
-    message = f"The execution ended ({execution.status}) while this attempt was open."
+    message = f"The execution ended ({status}) while this attempt was open."
     return {"type": "ExecutionEnded", "message": message, "traceback": ""}
