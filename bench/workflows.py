@@ -1,7 +1,9 @@
 """The bench's workflows: trivial steps, so what is measured is the engine's own cost.
 
 `bench.one` has one step; `bench.chain` has DURABLE_BENCH_STEPS steps (set by
-bench_steps.py from --steps, for itself and the workers it spawns).
+bench_steps.py from --steps, for itself and the workers it spawns). bench/suite.py uses
+`bench.one`, `bench.chain10`, `bench.chain100` and `bench.wait` (one step parked on the
+event `go`).
 """
 
 import os
@@ -18,3 +20,18 @@ def bump(ctx):
 
 one = workflow("bench.one", [step(bump, name="s1")])
 chain = workflow("bench.chain", [step(bump, name=f"s{i}") for i in range(1, STEPS + 1)])
+
+# bench/suite.py: chains of fixed lengths (whatever DURABLE_BENCH_STEPS says), and a step
+# that waits for an event, for the send_event -> resume latency.
+chain10 = workflow("bench.chain10", [step(bump, name=f"s{i}") for i in range(1, 11)])
+chain100 = workflow("bench.chain100", [step(bump, name=f"s{i}") for i in range(1, 101)])
+
+
+def await_go(ctx):
+    """Park until the event `go` arrives; the step then runs again from its top."""
+    from django_durable.waits import wait_for_event
+
+    return {**ctx, "go": wait_for_event("go")}
+
+
+waiter = workflow("bench.wait", [step(await_go, name="wait")])

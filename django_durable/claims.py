@@ -10,11 +10,12 @@ as `running`, a `compensating` execution stays `compensating` while it is held. 
 work back is a change of status, so it goes through the door (`executions.release`).
 """
 
+import time
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 
@@ -30,6 +31,8 @@ from .models import (
 )
 
 CHANNEL = "durable_runnable"
+COALESCE_SECONDS = 0.05
+_last_sent: dict[str, float] = {}  # queue -> when this process last notified it (monotonic)
 DUE_AT = "@"  # separates a queue from a due time in a notice's payload
 
 # What an execution's lease is made of; cleared together whenever its holder lets go.
@@ -291,13 +294,31 @@ def _db_value(field_name: str, value):
 
 
 def notify(run_queue: str, due_at: datetime | None = None) -> None:
-    """Wake idle workers of `run_queue` (PostgreSQL; delivered when the transaction
-    commits): for work runnable now, or with `due_at` for work that will be then (a
-    start scheduled from outside a worker), so they wake for it without polling."""
-    if connection.vendor == "postgresql":
-        payload = run_queue if due_at is None else f"{run_queue}{DUE_AT}{due_at.isoformat()}"
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+    """Wake idle workers of `run_queue` (PostgreSQL): for work runnable now, or with
+    `due_at` for work that will be then (a start scheduled from outside a worker), so
+    they wake for it without polling.
+
+    Sent after the transaction commits, in a statement of its own: PostgreSQL takes a
+    global lock at the commit of any transaction that notified, so the transaction that
+    wrote the work does not carry it. Notices of work runnable now are coalesced: a
+    queue notified by this process less than COALESCE_SECONDS ago is not notified again,
+    because a worker that hears a notice claims once more that long after it (see
+    `Worker._heard`). A notice that fails to go out is logged; polling is the fallback.
+    """
+    if connection.vendor != "postgresql":
+        return
+    payload = run_queue if due_at is None else f"{run_queue}{DUE_AT}{due_at.isoformat()}"
+    transaction.on_commit(lambda: _send(run_queue, payload, due_at is None), robust=True)
+
+
+def _send(run_queue: str, payload: str, coalesce: bool) -> None:
+    now = time.monotonic()
+    if coalesce and now - _last_sent.get(run_queue, -COALESCE_SECONDS) < COALESCE_SECONDS:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, payload])
+    if coalesce:
+        _last_sent[run_queue] = now
 
 
 def parse_notice(payload: str) -> tuple[str, datetime | None]:

@@ -99,6 +99,7 @@ class Worker:
         self._runners: list[threading.Thread] = []
         self._timers_due = 0.0
         self._next_due = None  # the earliest due time known (a timer, deadline, lease end)
+        self._recheck_at = None  # when to claim once more after a notice (monotonic)
         # Bumped whenever any thread finds the database gone: one outage (a failover,
         # a restart) kills every thread's connection at once, and each runner drops its
         # own before its next work instead of finding out by failing that work.
@@ -249,7 +250,8 @@ class Worker:
                 if self.burst and idle:
                     log.info("Worker %s: nothing runnable, exiting (--burst).", self.name)
                     return
-                woke = self._wake.wait(self._seconds_until_due())
+                seconds, rechecking = self._seconds_until_due()
+                woke = self._wake.wait(seconds) or rechecking
             except DATABASE_ERRORS as exc:
                 log.warning("Worker %s: database unavailable (%s); retrying.", self.name, exc)
                 self._lost_connection()
@@ -296,15 +298,22 @@ class Worker:
         with self._lock:
             return all(slot.busy == 0 for slot in self.slots.values())
 
-    def _seconds_until_due(self) -> float:
-        """Sleep until the next known due time, at most `poll_interval` (NOTIFY may wake
-        us). The due time is the one the timers found, or an earlier one this worker's
-        own threads set since: no query per wake-up."""
+    def _seconds_until_due(self) -> tuple[float, bool]:
+        """How long to sleep: until the next known due time, at most `poll_interval`
+        (NOTIFY may wake us), or until the claim that follows a notice; and whether it is
+        that claim (which runs no timers). The due time is the one the timers found, or
+        an earlier one this worker's own threads set since: no query per wake-up."""
+        seconds = self.poll_interval
         with self._lock:
-            due = self._next_due
-        if due is None:
-            return self.poll_interval
-        return min(self.poll_interval, max(0.01, (due - clock.now()).total_seconds()))
+            due, recheck_at = self._next_due, self._recheck_at
+            self._recheck_at = None
+        if due is not None:
+            seconds = min(seconds, max(0.01, (due - clock.now()).total_seconds()))
+        if recheck_at is not None:
+            until_recheck = max(0.0, recheck_at - time.monotonic())
+            if until_recheck < seconds:
+                return until_recheck, True
+        return seconds, False
 
     def _note_timer(self, execution: WorkflowExecution) -> None:
         """An execution this worker parked or scheduled for later: wake up for it."""
@@ -324,6 +333,10 @@ class Worker:
         if queue not in self.slots:
             return
         if due_at is None:
+            # Senders coalesce notices (claims.COALESCE_SECONDS): claim again that long
+            # after this one, for work committed meanwhile without a notice of its own.
+            with self._lock:
+                self._recheck_at = time.monotonic() + claims.COALESCE_SECONDS
             self._wake.set()
         else:
             self._note_due(due_at)

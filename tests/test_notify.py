@@ -1,0 +1,89 @@
+"""Waking workers: NOTIFY only for work runnable now, sent after the commit, coalesced
+per queue, and a worker that hears a notice claims once more shortly after it."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from django_durable import claims, clock, workflow
+from django_durable.worker import Worker
+from tests.worker_support import IS_POSTGRES
+
+
+def noop(ctx):
+    return ctx
+
+
+quick = workflow("notify.quick", [noop])
+
+
+def listen():
+    import psycopg
+
+    params = {
+        key: value
+        for key, value in connection.get_connection_params().items()
+        if key not in ("cursor_factory", "context")
+    }
+    listener = psycopg.connect(**params, autocommit=True)
+    listener.execute(f"LISTEN {claims.CHANNEL}")
+    return listener
+
+
+def heard(listener) -> list[str]:
+    return [notice.payload for notice in listener.notifies(timeout=0.3)]
+
+
+@pytest.fixture
+def fresh_coalescing(monkeypatch):
+    monkeypatch.setattr(claims, "_last_sent", {})
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="LISTEN/NOTIFY is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_starts_close_together_send_one_notice_and_later_ones_another(fresh_coalescing):
+    listener = listen()
+    try:
+        quick.start({})
+        quick.start({})  # within COALESCE_SECONDS of the first: coalesced
+        assert heard(listener) == ["default"]
+        time.sleep(claims.COALESCE_SECONDS)
+        quick.start({})
+        assert heard(listener) == ["default"]
+    finally:
+        listener.close()
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="LISTEN/NOTIFY is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_start_scheduled_later_sends_its_due_time_not_a_wake_up(fresh_coalescing):
+    listener = listen()
+    try:
+        due = clock.now() + timedelta(hours=1)
+        quick.start({}, scheduled_at=due)
+        [payload] = heard(listener)
+        assert claims.parse_notice(payload) == ("default", due)
+    finally:
+        listener.close()
+
+
+def test_a_worker_that_hears_a_notice_claims_again_shortly_after():
+    worker = Worker(["default"], name="w-notice")
+    worker._heard("default")
+    seconds, rechecking = worker._seconds_until_due()
+    assert rechecking and seconds <= claims.COALESCE_SECONDS
+    seconds, rechecking = worker._seconds_until_due()  # once only
+    assert not rechecking and seconds == worker.poll_interval
+    worker._heard("other-queue")  # not served here: ignored
+    assert worker._seconds_until_due() == (worker.poll_interval, False)
+
+
+def test_a_worker_that_hears_a_due_time_sleeps_until_then_only(monkeypatch):
+    now = clock.now()
+    monkeypatch.setattr(clock, "now", lambda: now)
+    worker = Worker(["default"], name="w-due")
+    due = now + timedelta(seconds=worker.poll_interval / 2)
+    worker._heard(f"default@{due.isoformat()}")
+    assert worker._seconds_until_due() == (worker.poll_interval / 2, False)
