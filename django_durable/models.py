@@ -228,8 +228,9 @@ class StepExecution(models.Model):
     """One attempt (or one run up to a wait) of one step of an execution."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # Indexed by durable_step_execution (execution, started_at): no index of its own.
     execution = models.ForeignKey(
-        WorkflowExecution, on_delete=models.CASCADE, related_name="step_executions"
+        WorkflowExecution, on_delete=models.CASCADE, related_name="step_executions", db_index=False
     )
     step_name = models.CharField(max_length=200)
     attempt = models.PositiveIntegerField(default=1)
@@ -299,7 +300,10 @@ class Wait(models.Model):
         ANY = "any"
         ALL = "all"
 
-    execution = models.ForeignKey(WorkflowExecution, on_delete=models.CASCADE, related_name="waits")
+    # Indexed by durable_wait_unique (execution, step_seq, key): no index of its own.
+    execution = models.ForeignKey(
+        WorkflowExecution, on_delete=models.CASCADE, related_name="waits", db_index=False
+    )
     # Where events for this wait are sent: its execution's root (see WorkflowExecution).
     root = models.ForeignKey(
         WorkflowExecution, on_delete=models.DO_NOTHING, related_name="+", db_index=False
@@ -387,8 +391,9 @@ class InputStatus(models.TextChoices):
 class PendingInput(models.Model):
     """A question a step asked a person, and (once given) the answer."""
 
+    # Indexed by durable_input_unique (execution, step_seq, input_name): none of its own.
     execution = models.ForeignKey(
-        WorkflowExecution, on_delete=models.CASCADE, related_name="pending_inputs"
+        WorkflowExecution, on_delete=models.CASCADE, related_name="pending_inputs", db_index=False
     )
     # Where answers for this input are sent: its execution's root (see WorkflowExecution).
     root = models.ForeignKey(
