@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)
 
 from bench.bench_steps import (  # noqa: E402
-    LATENCY_POLL_SECONDS,
     POSTGRES_SCHEMES,
     SETTINGS,
     BenchError,
     Workers,
     p95,
+    poll_until_completed,
 )
 
 SCALE_DB = "durable_scale"
@@ -223,19 +223,7 @@ def measure_latency(tag: str, args: argparse.Namespace, logdir: Path) -> Latency
             time.sleep(random.uniform(0.0, 0.2))
             began = time.perf_counter()
             execution_id = django_durable.start("bench.one", {})
-            while True:
-                status = WorkflowExecution.objects.values_list("status", flat=True).get(
-                    id=execution_id
-                )
-                polls += 1
-                if status == "completed":
-                    break
-                if status not in ("pending", "running"):
-                    raise BenchError(f"Execution {execution_id} is {status}.{workers.logs()}")
-                if time.perf_counter() - began > 30:
-                    workers.check_alive()
-                    raise BenchError(f"Execution {execution_id} took over 30 s.{workers.logs()}")
-                time.sleep(LATENCY_POLL_SECONDS)
+            polls += poll_until_completed(execution_id, began, workers)
             ended = time.perf_counter()
             polling += ended - began
             if sample < args.warmup:

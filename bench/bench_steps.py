@@ -41,6 +41,25 @@ THROUGHPUT_POLL_SECONDS = 0.01
 LATENCY_POLL_SECONDS = 0.001
 
 
+def poll_until_completed(execution_id, began: float, workers) -> int:
+    """Poll an execution's status every LATENCY_POLL_SECONDS until it is completed;
+    returns the number of polls. A failure or 30 s without completing is a BenchError."""
+    from django_durable.models import WorkflowExecution
+
+    polls = 0
+    while True:
+        status = WorkflowExecution.objects.values_list("status", flat=True).get(id=execution_id)
+        polls += 1
+        if status == "completed":
+            return polls
+        if status not in ("pending", "running"):
+            raise BenchError(f"Execution {execution_id} is {status}.{workers.logs()}")
+        if time.perf_counter() - began > 30:
+            workers.check_alive()
+            raise BenchError(f"Execution {execution_id} took over 30 s.{workers.logs()}")
+        time.sleep(LATENCY_POLL_SECONDS)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--executions", "-n", type=int, default=200, metavar="N")
@@ -463,19 +482,7 @@ def measure_latency(args, logdir: Path, result: WorkerRun) -> None:
             time.sleep(random.uniform(0.05, 0.05 + poll_interval))
             began = time.perf_counter()
             execution_id = executions.start("bench.chain", {})
-            while True:
-                status = WorkflowExecution.objects.values_list("status", flat=True).get(
-                    id=execution_id
-                )
-                polls += 1
-                if status == "completed":
-                    break
-                if status not in ("pending", "running"):
-                    raise BenchError(f"Execution {execution_id} is {status}.{workers.logs()}")
-                if time.perf_counter() - began > 30:
-                    workers.check_alive()
-                    raise BenchError(f"Execution {execution_id} took over 30 s.{workers.logs()}")
-                time.sleep(LATENCY_POLL_SECONDS)
+            polls += poll_until_completed(execution_id, began, workers)
             ended = time.perf_counter()
             result.latencies.append(ended - began)
             polling += ended - began
