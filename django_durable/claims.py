@@ -150,10 +150,10 @@ def start_attempt(attempt, execution_id: uuid.UUID, run_token: uuid.UUID) -> boo
     values = [field.get_db_prep_save(field.pre_save(attempt, True), connection) for field in fields]
     held = [_db_value("id", execution_id), _db_value("run_token", run_token)]
     resumed = [StepStatus.RESUMED.value, _db_value("id", execution_id), StepStatus.WAITING.value]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # Typed placeholders: PostgreSQL would read an untyped SELECT list as text.
-            typed = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)
+    if connection.vendor == "postgresql":
+        # Typed placeholders: PostgreSQL would read an untyped SELECT list as text.
+        typed = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)
+        with connection.cursor() as cursor:
             cursor.execute(
                 f"WITH held AS ({_HELD_SQL} FOR SHARE), "
                 f"resumed AS (UPDATE {step_table} SET status = %s WHERE execution_id = %s "
@@ -162,6 +162,7 @@ def start_attempt(attempt, execution_id: uuid.UUID, run_token: uuid.UUID) -> boo
                 [*held, *resumed, *values],
             )
             return cursor.rowcount == 1
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {step_table} SET status = %s WHERE execution_id = %s AND status = %s "
             f"AND EXISTS ({_HELD_SQL})",
