@@ -245,6 +245,7 @@ class Worker:
                     self._release_unknown_claims()
                 self._run_timers_if_due()
                 idle = self._idle()  # before claiming: a runner may release work meanwhile
+                self._recheck_done()
                 if self._claim_into_free_slots():
                     continue
                 if self.burst and idle:
@@ -306,7 +307,6 @@ class Worker:
         seconds = self.poll_interval
         with self._lock:
             due, recheck_at = self._next_due, self._recheck_at
-            self._recheck_at = None
         if due is not None:
             seconds = min(seconds, max(0.01, (due - clock.now()).total_seconds()))
         if recheck_at is not None:
@@ -314,6 +314,13 @@ class Worker:
             if until_recheck < seconds:
                 return until_recheck, True
         return seconds, False
+
+    def _recheck_done(self) -> None:
+        """The claim about to run is the one a notice asked for, if its time has come;
+        an earlier wake-up (a runner finishing, another notice) does not count."""
+        with self._lock:
+            if self._recheck_at is not None and time.monotonic() >= self._recheck_at:
+                self._recheck_at = None
 
     def _note_timer(self, execution: WorkflowExecution) -> None:
         """An execution this worker parked or scheduled for later: wake up for it."""

@@ -69,13 +69,19 @@ def test_a_start_scheduled_later_sends_its_due_time_not_a_wake_up(fresh_coalesci
         listener.close()
 
 
-def test_a_worker_that_hears_a_notice_claims_again_shortly_after():
+def test_a_worker_that_hears_a_notice_claims_again_shortly_after(monkeypatch):
+    ticks = [1000.0]
+    monkeypatch.setattr("django_durable.worker.time.monotonic", lambda: ticks[0])
     worker = Worker(["default"], name="w-notice")
     worker._heard("default")
+    assert worker._seconds_until_due() == (pytest.approx(claims.COALESCE_SECONDS), True)
+    ticks[0] += 0.01  # woken early (a runner finished): the re-check still stands
+    worker._recheck_done()
     seconds, rechecking = worker._seconds_until_due()
-    assert rechecking and seconds <= claims.COALESCE_SECONDS
-    seconds, rechecking = worker._seconds_until_due()  # once only
-    assert not rechecking and seconds == worker.poll_interval
+    assert rechecking and seconds == pytest.approx(claims.COALESCE_SECONDS - 0.01)
+    ticks[0] += claims.COALESCE_SECONDS  # its time came: this claim is the re-check
+    worker._recheck_done()
+    assert worker._seconds_until_due() == (worker.poll_interval, False)
     worker._heard("other-queue")  # not served here: ignored
     assert worker._seconds_until_due() == (worker.poll_interval, False)
 
@@ -87,3 +93,32 @@ def test_a_worker_that_hears_a_due_time_sleeps_until_then_only(monkeypatch):
     due = now + timedelta(seconds=worker.poll_interval / 2)
     worker._heard(f"default@{due.isoformat()}")
     assert worker._seconds_until_due() == (worker.poll_interval / 2, False)
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="LISTEN/NOTIFY is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_start_right_after_another_is_picked_up_without_polling(tmp_path):
+    """The second start of each pair sends no notice of its own (coalesced), and the
+    worker, woken by the first, has finished it before the second commits: its claim
+    a moment after the notice must find the second, not its 30 s poll (regression: an
+    early wake-up used up that claim)."""
+    import django_durable as durable
+    from django_durable.models import WorkflowExecution
+    from tests.worker_support import WorkerPool, wait_for
+
+    pool = WorkerPool(tmp_path)
+    try:
+        pool.start(poll_interval=30)
+        time.sleep(0.5)  # the worker idles, its listener connected
+        for _ in range(3):
+            durable.start("tests.hello", {"name": "first"})
+            time.sleep(claims.COALESCE_SECONDS / 2)
+            second = durable.start("tests.hello", {"name": "second"})
+
+            def completed(execution_id=second) -> bool:
+                return WorkflowExecution.objects.get(id=execution_id).status == "completed"
+
+            wait_for(completed, "the second start picked up", timeout=10, report=pool.report)
+            time.sleep(claims.COALESCE_SECONDS * 2)
+    finally:
+        pool.close()
