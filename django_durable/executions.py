@@ -17,6 +17,7 @@ with a child that finishes.
 
 import uuid
 from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -142,8 +143,11 @@ def create_execution(
     if parent is not None and kind != ExecutionKind.WORKFLOW:
         execution.root_id = parent.root_id
     _place_at_entry(execution, definition, now)
+    # One INSERT is atomic on its own; inside the caller's transaction a savepoint keeps
+    # an idempotency-key collision from breaking it.
+    savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic():
+        with savepoint:
             execution.save(force_insert=True)
             if execution.ready:
                 claims.notify(execution.run_queue)
