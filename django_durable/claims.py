@@ -10,6 +10,7 @@ as `running`, a `compensating` execution stays `compensating` while it is held. 
 work back is a change of status, so it goes through the door (`executions.release`).
 """
 
+import functools
 import time
 import uuid
 from collections.abc import Collection, Sequence
@@ -145,14 +146,11 @@ def start_attempt(attempt, execution_id: uuid.UUID, run_token: uuid.UUID) -> boo
     statement on PostgreSQL; two in one transaction elsewhere.
     """
     step_table = attempt._meta.db_table
-    fields = list(attempt._meta.concrete_fields)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    fields, columns, typed = _insert_parts(type(attempt), connection.vendor)
     values = [field.get_db_prep_save(field.pre_save(attempt, True), connection) for field in fields]
     held = [_db_value("id", execution_id), _db_value("run_token", run_token)]
     resumed = [StepStatus.RESUMED.value, _db_value("id", execution_id), StepStatus.WAITING.value]
     if connection.vendor == "postgresql":
-        # Typed placeholders: PostgreSQL would read an untyped SELECT list as text.
-        typed = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"WITH held AS ({_HELD_SQL} FOR SHARE), "
@@ -192,9 +190,7 @@ def hand_over(
     the finished attempt's `run_token`; close that attempt; insert the next one. False,
     and nothing written, if the attempt no longer holds the execution."""
     step_table = next_attempt._meta.db_table
-    fields = list(next_attempt._meta.concrete_fields)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    typed = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)
+    fields, columns, typed = _insert_parts(type(next_attempt), connection.vendor)
     values = [
         field.get_db_prep_save(field.pre_save(next_attempt, True), connection) for field in fields
     ]
@@ -281,12 +277,32 @@ def end(
 
 def _assignments(model, values: dict) -> tuple[str, list]:
     """`col = %s, ...` and its parameters, each value prepared by its model field."""
-    columns, params = [], []
-    for name, value in values.items():
-        field = model._meta.get_field(name)
-        columns.append(f"{connection.ops.quote_name(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    return ", ".join(columns), params
+    fields = [model._meta.get_field(name) for name in values]
+    params = [
+        field.get_db_prep_save(value, connection)
+        for field, value in zip(fields, values.values(), strict=True)
+    ]
+    return _set_clause(model, tuple(values), connection.vendor), params
+
+
+# The SQL around the values is the same on every call: built once per model and vendor
+# (on the hot path, Django's type lookups cost more than the statement's round trip).
+
+
+@functools.cache
+def _insert_parts(model, vendor: str) -> tuple[list, str, str]:
+    """A model's concrete fields, their column list, and typed placeholders for an
+    INSERT ... SELECT (PostgreSQL would read an untyped SELECT list as text)."""
+    fields = list(model._meta.concrete_fields)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    typed = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)
+    return fields, columns, typed
+
+
+@functools.cache
+def _set_clause(model, names: tuple[str, ...], vendor: str) -> str:
+    columns = (model._meta.get_field(name).column for name in names)
+    return ", ".join(f"{connection.ops.quote_name(column)} = %s" for column in columns)
 
 
 def _db_value(field_name: str, value):
