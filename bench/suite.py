@@ -33,6 +33,7 @@ import random
 import re
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +72,7 @@ TARGET_PGBENCH_SHARE = 0.25  # ... and share of pgbench -N tps (stretch 0.35)
 TARGET_PEER_RATIO = 3.0
 TARGET_P50_MS, TARGET_P99_MS = 5.0, 20.0  # 1-step start -> complete, idle worker
 DBOS_POLL_SECONDS = 0.01  # DBOS queue polling interval (its default is 1 s)
+SPACED = (0.055, 0.075)  # seconds between latency samples: past claims.COALESCE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Plan:
     chain_n: int  # 10-step executions per throughput run
     bulk_n: int
     latency_samples: int
+    coalesced_samples: int  # 1-step starts 0-50 ms apart (NOTIFY coalesced)
     event_samples: int
     warmup: int
     length_n: dict  # steps -> executions, in-process
@@ -98,6 +101,7 @@ FULL = Plan(
     chain_n=400,
     bulk_n=10_000,
     latency_samples=1000,
+    coalesced_samples=100,
     event_samples=1000,
     warmup=20,
     length_n={1: 1000, 10: 200, 100: 20},
@@ -112,6 +116,7 @@ QUICK = Plan(
     chain_n=100,
     bulk_n=2000,
     latency_samples=200,
+    coalesced_samples=40,
     event_samples=100,
     warmup=10,
     length_n={1: 200, 10: 40, 100: 4},
@@ -179,19 +184,54 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes (backends included) on this machine."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 class Busy:
-    """Machine CPU use and the CPU of given processes over a span."""
+    """Machine CPU use, and the CPU of given processes and of PostgreSQL, over a span.
+    PostgreSQL's is that of its processes alive at the end (a backend that exited during
+    the span is missed; one that started is counted from 0)."""
 
     def __init__(self, pids: list[int]):
         self.pids = pids
         self.machine = cpu_times()
         self.procs = {pid: process_cpu(pid) for pid in pids}
+        self.postgres = {pid: process_cpu(pid) for pid in postgres_pids()}
 
-    def stop(self) -> tuple[float, float]:
+    def stop(self) -> tuple[float, float, float]:
         busy, total = cpu_times()
         machine = (busy - self.machine[0]) / max(1.0, total - self.machine[1])
         procs = sum(process_cpu(pid) - before for pid, before in self.procs.items())
-        return machine, procs
+        postgres = sum(process_cpu(pid) - self.postgres.get(pid, 0.0) for pid in postgres_pids())
+        return machine, procs, postgres
+
+
+def git_state() -> str:
+    """HEAD, and whether the library has uncommitted changes (the code the workers run)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "diff", "--stat", "HEAD", "--", "django_durable"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return head + (
+        f" + uncommitted changes to django_durable/ ({dirty.splitlines()[-1].strip()})"
+        if dirty
+        else ""
+    )
 
 
 class Suite:
@@ -229,6 +269,15 @@ class Suite:
 
     def drop(self, database: str) -> None:
         self.admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+    @staticmethod
+    def vacuum(url: str) -> None:
+        """VACUUM ANALYZE a whole database before a measured run: what autovacuum would
+        have done by then (this server may run with autovacuum off)."""
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("VACUUM ANALYZE")
 
     def scalar(self, sql: str, params=None):
         return self.admin.execute(sql, params).fetchone()[0]
@@ -272,6 +321,7 @@ class Suite:
             "wal_level",
             "full_page_writes",
             "max_connections",
+            "autovacuum",
         ):
             settings[name] = self.scalar(f"SHOW {name}")
         try:
@@ -280,15 +330,7 @@ class Suite:
             ).stdout.strip()
         except OSError:
             pgbench = "not found"
-        git = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "django_durable"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        git = git_state()
         self.r["machine"] = {
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "cores": os.cpu_count(),
@@ -296,7 +338,7 @@ class Suite:
             "ram_gib": ram_kb / 2**20,
             "kernel": platform.release(),
             "load_start": os.getloadavg(),
-            "git": git + (" (django_durable/ has uncommitted changes)" if dirty else ""),
+            "git": git,
         }
         self.r["versions"] = {
             "Python": platform.python_version(),
@@ -395,7 +437,7 @@ class Suite:
 
     # -- 2. throughput ----------------------------------------------------------------
 
-    def batch(self, workers: Workers, name: str, steps: int, n: int) -> dict:
+    def batch(self, workers: Workers, name: str, steps: int, n: int, on_commit=None) -> dict:
         """n executions of `name` started in one transaction while `workers` are idle, run
         to completion. steps/s from the rows: first claim -> last completion."""
         from django.db import transaction
@@ -404,12 +446,14 @@ class Suite:
         from django_durable import clock, executions
         from django_durable.models import WorkflowExecution
 
+        self.vacuum(self.url(SUITE_DB))
         since = clock.now()
         began = time.perf_counter()
         with transaction.atomic():
             for _ in range(n):
                 executions.start(name, {})
         committed = time.perf_counter()
+        spy = on_commit() if on_commit is not None else None
         busy = Busy([p.pid for p in workers.processes])
         rows = WorkflowExecution.objects.filter(workflow_name=name, created_at__gte=since)
         last_check = committed
@@ -425,7 +469,9 @@ class Suite:
                     raise BenchError(f"{name}: timed out, {statuses}.{workers.logs()}")
             time.sleep(0.02)
         drained = time.perf_counter() - committed
-        machine_cpu, workers_cpu = busy.stop()
+        if spy is not None:
+            self.finish_py_spy(spy)
+        machine_cpu, workers_cpu, postgres_cpu = busy.stop()
         window = rows.aggregate(first=Min("started_at"), last=Max("completed_at"))
         seconds = (window["last"] - window["first"]).total_seconds()
         check_completed(name, n, steps, since=since)
@@ -438,6 +484,7 @@ class Suite:
             "steps_per_s": n * steps / seconds,
             "machine_cpu": machine_cpu,
             "worker_cpu_ms_per_step": 1000 * workers_cpu / (n * steps),
+            "postgres_cpu_ms_per_step": 1000 * postgres_cpu / (n * steps),
         }
 
     def throughput(self) -> None:
@@ -450,19 +497,27 @@ class Suite:
                     ("bench.one", 1, plan.one_n),
                     ("bench.chain10", 10, plan.chain_n),
                 ):
-                    profile = count == 2 and steps == 10
-                    spy = self.start_py_spy(workers.processes[0].pid) if profile else None
                     result = self.batch(workers, name, steps, n)
-                    if spy is not None:
-                        self.finish_py_spy(spy)
                     results[(steps, count)] = result
                     self.log(
                         f"throughput {steps}-step, {count} worker(s): "
                         f"{result['steps_per_s']:,.0f} steps/s"
                     )
                 if count == 2:
+                    # A run of its own under py-spy (its sampling takes CPU from the others).
+                    self.batch(
+                        workers,
+                        "bench.chain10",
+                        10,
+                        plan.chain_n,
+                        on_commit=lambda pid=workers.processes[0].pid: self.start_py_spy(pid),
+                    )
                     result = self.batch(workers, "bench.one", 1, plan.bulk_n)
                     self.r["bulk"] = result
+                    try:
+                        self.churn()
+                    except Exception as exc:  # a side measurement: never stop the suite
+                        self.notes.append(f"The churn probe failed: {type(exc).__name__}: {exc}")
                     self.log(
                         f"bulk {plan.bulk_n:,}: started in {result['start_seconds']:.1f} s, "
                         f"drained in {result['drain_seconds']:.1f} s"
@@ -498,8 +553,9 @@ class Suite:
         except OSError as exc:
             self.notes.append(f"py-spy could not start: {exc}")
             return None
-        self.commands.append(" ".join(command[:1] + ["record", "--pid", "<worker pid>"]) + " ...")
-        time.sleep(0.3)
+        self.commands.append(
+            " ".join(command).replace(str(pid), "<worker pid>").replace(str(self.logdir), "$TMP")
+        )
         return process, out
 
     def finish_py_spy(self, spy) -> None:
@@ -519,84 +575,130 @@ class Suite:
     # -- 3. latency ---------------------------------------------------------------------
 
     def latency(self) -> None:
-        from django.utils import timezone
+        """Single executions, one at a time, with one idle worker.
 
-        import django_durable
-        from django_durable.models import StepExecution, WorkflowExecution
-
+        A NOTIFY from the same process less than claims.COALESCE_SECONDS after the last
+        one is not sent (the worker is meant to claim again that long after a notice). So
+        the main series spaces its starts (and the send_event after a start) by at least
+        SPACED[0] s: each one sends its own notice. A short series of starts 0-50 ms
+        apart shows what happens when notices are coalesced.
+        """
         plan = self.plan
-
-        def wait_for(execution_id, statuses: tuple[str, ...], workers: Workers) -> float:
-            began = time.perf_counter()
-            while True:
-                status = WorkflowExecution.objects.values_list("status", flat=True).get(
-                    id=execution_id
-                )
-                if status in statuses:
-                    return time.perf_counter()
-                if status not in ("pending", "running", "waiting"):
-                    raise BenchError(f"{execution_id} is {status}.{workers.logs()}")
-                if time.perf_counter() - began > 30:
-                    workers.check_alive()
-                    raise BenchError(f"{execution_id} took over 30 s.{workers.logs()}")
-                time.sleep(0.001)
-
+        self.vacuum(self.url(SUITE_DB))
         workers = self.workers("lat", 1)
-        first_step, complete, client = [], [], []
-        resumed, resumed_done, send_calls = [], [], []
         try:
             time.sleep(0.5)
-            for index in range(plan.warmup + plan.latency_samples):
-                time.sleep(random.uniform(0.0, 0.05))
-                began = time.perf_counter()
-                execution_id = django_durable.start("bench.one", {})
-                seen = wait_for(execution_id, ("completed",), workers)
-                if index < plan.warmup:
-                    continue
-                created, done = WorkflowExecution.objects.values_list(
-                    "created_at", "completed_at"
-                ).get(id=execution_id)
-                step_began = (
-                    StepExecution.objects.filter(execution_id=execution_id)
-                    .order_by("started_at")
-                    .values_list("started_at", flat=True)[0]
-                )
-                first_step.append((step_began - created).total_seconds() * 1000)
-                complete.append((done - created).total_seconds() * 1000)
-                client.append((seen - began) * 1000)
-            self.log(f"latency: {len(complete)} 1-step samples")
-
-            for index in range(plan.warmup + plan.event_samples):
-                execution_id = django_durable.start("bench.wait", {})
-                wait_for(execution_id, ("waiting",), workers)
-                time.sleep(random.uniform(0.005, 0.05))  # the worker is idle again
-                called = time.perf_counter()
-                django_durable.send_event(execution_id, "go", index)
-                sent = timezone.now()
-                send_calls.append((time.perf_counter() - called) * 1000)
-                wait_for(execution_id, ("completed",), workers)
-                if index < plan.warmup:
-                    continue
-                attempt = (
-                    StepExecution.objects.filter(execution_id=execution_id)
-                    .order_by("-started_at")
-                    .values_list("started_at", "completed_at", "status")[0]
-                )
-                if attempt[2] != "completed":
-                    raise BenchError(f"{execution_id}: the resumed attempt is {attempt[2]}")
-                resumed.append((attempt[0] - sent).total_seconds() * 1000)
-                resumed_done.append((attempt[1] - sent).total_seconds() * 1000)
-            self.log(f"latency: {len(resumed)} send_event samples")
+            spaced = self.one_step_series(workers, plan.latency_samples, *SPACED)
+            self.log(f"latency: {plan.latency_samples} spaced 1-step samples")
+            close = self.one_step_series(workers, plan.coalesced_samples, 0.0, 0.05)
+            self.log(f"latency: {plan.coalesced_samples} back-to-back 1-step samples")
+            events = self.event_series(workers, plan.event_samples)
+            self.log(f"latency: {plan.event_samples} send_event samples")
         finally:
             workers.stop()
         self.r["latency"] = {
-            "start -> first step begins": first_step,
-            "start -> 1-step workflow completed": complete,
-            "start() call -> client sees completed": client,
-            "send_event returned -> resumed attempt begins": resumed,
-            "send_event returned -> resumed attempt completed": resumed_done,
-            "send_event() call itself": send_calls[plan.warmup :],
+            "start -> first step begins": spaced["first_step"],
+            "start -> 1-step workflow completed": spaced["complete"],
+            "start() call -> client sees completed": spaced["client"],
+            "send_event returned -> resumed attempt begins": events["resumed"],
+            "send_event returned -> resumed attempt completed": events["resumed_done"],
+            "send_event() call itself": events["send_call"],
         }
+        self.r["send_event_sql"] = (
+            statistics.mean(events["send_statements"] or [0]),
+            statistics.mean(events["send_commits"] or [0]),
+        )
+        self.r["latency_coalesced"] = {
+            "start -> first step begins": close["first_step"],
+            "start -> 1-step workflow completed": close["complete"],
+        }
+
+    def wait_for(self, execution_id, statuses: tuple[str, ...], workers: Workers) -> float:
+        """Poll the execution's status every 1 ms until it is one of `statuses`."""
+        from django_durable.models import WorkflowExecution
+
+        began = time.perf_counter()
+        while True:
+            status = WorkflowExecution.objects.values_list("status", flat=True).get(id=execution_id)
+            if status in statuses:
+                return time.perf_counter()
+            if status not in ("pending", "running", "waiting"):
+                raise BenchError(f"{execution_id} is {status}.{workers.logs()}")
+            if time.perf_counter() - began > 30:
+                workers.check_alive()
+                raise BenchError(f"{execution_id} took over 30 s.{workers.logs()}")
+            time.sleep(0.001)
+
+    def one_step_series(self, workers: Workers, samples: int, low: float, high: float) -> dict:
+        import django_durable
+        from django_durable.models import StepExecution, WorkflowExecution
+
+        out = {"first_step": [], "complete": [], "client": []}
+        last_start = 0.0
+        for index in range(self.plan.warmup + samples):
+            # The pause runs from the previous start (its NOTIFY), not from its end.
+            gap = random.uniform(low, high)
+            time.sleep(max(0.0, last_start + gap - time.perf_counter()))
+            began = last_start = time.perf_counter()
+            execution_id = django_durable.start("bench.one", {})
+            seen = self.wait_for(execution_id, ("completed",), workers)
+            if index < self.plan.warmup:
+                continue
+            created, done = WorkflowExecution.objects.values_list("created_at", "completed_at").get(
+                id=execution_id
+            )
+            step_began = (
+                StepExecution.objects.filter(execution_id=execution_id)
+                .order_by("started_at")
+                .values_list("started_at", flat=True)[0]
+            )
+            out["first_step"].append((step_began - created).total_seconds() * 1000)
+            out["complete"].append((done - created).total_seconds() * 1000)
+            out["client"].append((seen - began) * 1000)
+        return out
+
+    def event_series(self, workers: Workers, samples: int) -> dict:
+        from django.db import connection
+        from django.utils import timezone
+
+        import django_durable
+        from django_durable.models import StepExecution
+
+        out = {
+            "resumed": [],
+            "resumed_done": [],
+            "send_call": [],
+            "send_statements": [],
+            "send_commits": [],
+        }
+        for index in range(self.plan.warmup + samples):
+            began = time.perf_counter()
+            execution_id = django_durable.start("bench.wait", {})
+            self.wait_for(execution_id, ("waiting",), workers)
+            # Idle again, and the start's NOTIFY far enough back for send_event's own.
+            time.sleep(max(0.0, began + random.uniform(*SPACED) - time.perf_counter()))
+            counter = SQLCounter()
+            called = time.perf_counter()
+            with counter.counting(connection):
+                django_durable.send_event(execution_id, "go", index)
+            sent = timezone.now()
+            call_ms = (time.perf_counter() - called) * 1000
+            self.wait_for(execution_id, ("completed",), workers)
+            if index < self.plan.warmup:
+                continue
+            attempt = (
+                StepExecution.objects.filter(execution_id=execution_id)
+                .order_by("-started_at")
+                .values_list("started_at", "completed_at", "status")[0]
+            )
+            if attempt[2] != "completed":
+                raise BenchError(f"{execution_id}: the resumed attempt is {attempt[2]}")
+            out["resumed"].append((attempt[0] - sent).total_seconds() * 1000)
+            out["resumed_done"].append((attempt[1] - sent).total_seconds() * 1000)
+            out["send_call"].append(call_ms)
+            out["send_statements"].append(counter.tally.statement_count)
+            out["send_commits"].append(counter.tally.writing_transactions)
+        return out
 
     # -- 4. cost per step: length, context size (in-process) ------------------------
 
@@ -605,6 +707,7 @@ class Suite:
 
         from django_durable import executions, testing
 
+        self.vacuum(self.url(SUITE_DB))
         for _ in range(n):
             executions.start(name, make_input())
         lsn = self.scalar("SELECT pg_current_wal_insert_lsn()")
@@ -630,6 +733,26 @@ class Suite:
             "wal_bytes_per_step": float(wal) / total,
         }
 
+    def churn(self) -> None:
+        """The idle claim's plan with the dead rows the runs so far left (this server may
+        run without autovacuum), then after a VACUUM."""
+        from bench.bench_scale import capture, explain
+        from django_durable import claims
+
+        def probe() -> dict:
+            sql, params = capture(lambda: claims.claim("bench-churn", ["default"], 4))[0]
+            plan = explain("claim, idle", sql, params, 5)
+            return {"buffers": plan.buffers, "ms": plan.median_ms}
+
+        stats = "SELECT n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE relname = %s"
+        import psycopg
+
+        with psycopg.connect(self.url(SUITE_DB), autocommit=True) as db:
+            live, dead = db.execute(stats, ["durable_execution"]).fetchone()
+        before = probe()
+        self.vacuum(self.url(SUITE_DB))
+        self.r["churn"] = {"live": live, "dead": dead, "before": before, "after": probe()}
+
     def cost(self) -> None:
         lengths = self.r["length"] = {}
         names = {1: "bench.one", 10: "bench.chain10", 100: "bench.chain100"}
@@ -652,7 +775,7 @@ class Suite:
         env = dict(os.environ)
         env["DATABASE_URL"] = self.admin_url
         env.pop("DJANGO_SETTINGS_MODULE", None)
-        self.commands.append(f"DATABASE_URL={self.admin_url} " + " ".join(command[1:]))
+        self.commands.append(f"DATABASE_URL={self.admin_url} python " + " ".join(command[1:]))
         try:
             output = self.run(command, env=env, timeout=900, record=False).stdout
         except subprocess.CalledProcessError as exc:
@@ -668,12 +791,12 @@ class Suite:
 
     # -- 5. peers ----------------------------------------------------------------------
 
-    def peer_process(self, script: str, args: list[str], log: str) -> subprocess.Popen:
+    def peer_process(self, script: str, url: str, args: list[str], log: str):
         path = PEERS / script
         self.commands.append(f"python bench/peers/{script} <url> " + " ".join(args))
         out = open(self.logdir / log, "w")
         process = subprocess.Popen(
-            [sys.executable, str(path), *args],
+            [sys.executable, str(path), url, *args],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -715,7 +838,8 @@ class Suite:
                 processes.append(
                     self.peer_process(
                         script,
-                        [url, "worker", f"p{index}", str(CONCURRENCY)],
+                        url,
+                        ["worker", f"p{index}", str(CONCURRENCY)],
                         f"procrastinate-{index}.log",
                     )
                 )
@@ -731,6 +855,7 @@ class Suite:
                 first_id = db.execute(
                     "SELECT coalesce(max(id), 0) FROM procrastinate_jobs"
                 ).fetchone()[0]
+                self.vacuum(url)
                 self.peer_command(script, url, ["defer", str(n), str(steps)])
                 began = time.monotonic()
                 total = n * steps
@@ -791,7 +916,8 @@ class Suite:
                 processes.append(
                     self.peer_process(
                         script,
-                        [url, "worker", f"d{index}", str(CONCURRENCY), str(DBOS_POLL_SECONDS)],
+                        url,
+                        ["worker", f"d{index}", str(CONCURRENCY), str(DBOS_POLL_SECONDS)],
                         f"dbos-{index}.log",
                     )
                 )
@@ -806,6 +932,7 @@ class Suite:
             time.sleep(0.5)
             for steps, n in ((1, self.plan.one_n), (10, self.plan.chain_n)):
                 since_ms = int(time.time() * 1000) - 1
+                self.vacuum(url)
                 self.peer_command(script, url, ["enqueue", str(n), str(steps)])
                 began = time.monotonic()
                 while True:
@@ -915,6 +1042,13 @@ class Suite:
         finally:
             self.scan_logs()
             self.r["machine"]["load_end"] = os.getloadavg()
+            if git_state() != self.r["machine"]["git"]:
+                self.notes.insert(
+                    0,
+                    f"**The library changed during this run**: `{self.r['machine']['git']}` at "
+                    f"the start, `{git_state()}` at the end. Each phase ran the code on disk "
+                    "when its processes started.",
+                )
             self.r["seconds"] = time.perf_counter() - self.began
             self.args.output.write_text(render(self))
             self.log(f"wrote {self.args.output}")
@@ -942,22 +1076,27 @@ class Suite:
 # -- profiles ---------------------------------------------------------------------------
 
 
-def frame_group(path: str | None, function: str = "") -> str:
-    """Which layer a frame belongs to."""
+def frame_group(path: str | None) -> str:
+    """Which layer a frame belongs to (absolute paths from pyinstrument, paths relative
+    to sys.path from py-spy)."""
     path = path or ""
-    if "/psycopg" in path:
+
+    def under(package: str) -> bool:
+        return bool(re.search(rf"(^|/){package}/", path))
+
+    if under("psycopg") or under("psycopg_binary"):
         return "psycopg (driver; includes waiting for PostgreSQL)"
-    if "/django_durable/" in path:
+    if under("django_durable"):
         return "django_durable"
-    if "/django/db/" in path:
+    if under("django/db"):
         return "Django ORM / db backend"
-    if "/django/" in path:
-        return "Django (other)"
-    if "/bench/" in path:
+    if under("django") or under("asgiref"):
+        return "Django (other), asgiref"
+    if under("bench"):
         return "bench workflows (the no-op steps)"
-    if re.search(r"/json/|/uuid\.py|/datetime\.py|/zoneinfo/", path):
+    if re.search(r"(^|/)(json/|uuid\.py|datetime\.py|zoneinfo/)", path):
         return "stdlib: json, uuid, datetime"
-    if "threading.py" in path or "queue.py" in path or "selectors.py" in path:
+    if re.search(r"(^|/)(threading|queue|selectors)\.py", path):
         return "threads: waiting for work"
     return "other Python (stdlib, interpreter)"
 
@@ -974,7 +1113,7 @@ def summarise_pyinstrument(session, attempts: int, seconds: float, cpu: float) -
         path = frame.file_path or ""
         key = f"{frame.function} ({frame.file_path_short or path}:{frame.line_no})"
         self_by_function[key] += own
-        self_by_group[frame_group(path, frame.function)] += own
+        self_by_group[frame_group(path)] += own
         if key not in stack:
             total_by_function[key] += frame.time
         for child in children:
@@ -995,41 +1134,50 @@ def summarise_pyinstrument(session, attempts: int, seconds: float, cpu: float) -
     }
 
 
+IDLE_STATE = "waiting for work"
+DB_STATE = "in psycopg: sending to / waiting for PostgreSQL"
+PYTHON_STATE = "Python"
+
+
 def summarise_py_spy(raw: str) -> dict:
-    """py-spy's raw (collapsed) stacks of one worker, `--idle --threads`: per thread kind,
-    what the samples were doing at their leaf."""
-    by_state: Counter = Counter()
+    """py-spy's raw (collapsed) stacks of one worker, `--idle --threads`: per kind of
+    thread, what its samples were doing at their leaf frame."""
+    states: dict[str, Counter] = {}
     busy_groups: Counter = Counter()
     functions: Counter = Counter()
-    total = 0
     for line in raw.splitlines():
-        if not line.strip():
-            continue
         stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
         count = int(count)
         frames = stack.split(";")
-        leaf = frames[-1]
-        total += count
-        match = re.match(r"(.*) \((.*?)(?::\d+)?\)$", leaf)
-        function, path = (match.group(1), match.group(2)) if match else (leaf, "")
-        group = frame_group(path, function)
-        waiting = re.search(
-            r"\b(wait|sleep|select|poll|acquire|get|_wait_for_tstate_lock)\b", function
-        ) and ("threading" in path or "queue" in path or "selectors" in path or "time" in path)
-        if waiting or group == "threads: waiting for work":
-            by_state["idle (thread waiting for work or a timer)"] += count
-        elif "psycopg" in group:
-            by_state["waiting for PostgreSQL (in psycopg)"] += count
+        name = frames[0].split(": ", 1)[-1]
+        if name in ("durable-listener", "durable-heartbeat"):
+            role = "listener and heartbeat"
+        elif name.startswith("durable-"):
+            role = "runner threads"
+        elif name == "MainThread":
+            role = "dispatcher (main thread)"
         else:
-            by_state["running Python"] += count
+            role = f"other ({name})"
+        match = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frames[-1])
+        function, path = (match.group(1), match.group(2)) if match else (frames[-1], "")
+        group = frame_group(path)
+        if group == "threads: waiting for work" or function.endswith("sleep"):
+            state = IDLE_STATE
+        elif "psycopg" in group:
+            state = IDLE_STATE if "notifies" in stack else DB_STATE
+        else:
+            state = PYTHON_STATE
+        states.setdefault(role, Counter())[state] += count
+        if role == "runner threads" and state == PYTHON_STATE and len(frames) > 1:
+            # The deepest frame of our own or Django's code: who asked for the work.
             busy_groups[group] += count
-        if not waiting and group != "threads: waiting for work":
-            functions[f"{function} ({Path(path).name})"] += count
+            functions[f"{function} ({path})"] += count
     return {
-        "samples": total,
-        "states": by_state.most_common(),
+        "states": {role: dict(counter) for role, counter in states.items()},
         "busy_groups": busy_groups.most_common(),
-        "functions": functions.most_common(10),
+        "functions": functions.most_common(12),
     }
 
 
@@ -1098,7 +1246,8 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
         if limit8:
             add(
                 f"| ... and >= {TARGET_PGBENCH_SHARE:.0%} of `pgbench -N` tps with "
-                f"{PEER_WORKERS * CONCURRENCY} clients (stretch 35%) | {share(steps, limit8)} "
+                f"{PEER_WORKERS * CONCURRENCY} clients (stretch 35%) | "
+                f"{100 * steps / limit8:.2f}% "
                 f"of {limit8:,.0f} tps | "
                 f"{'yes' if steps >= TARGET_PGBENCH_SHARE * limit8 else 'NO'} |"
             )
@@ -1152,13 +1301,14 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
         "N x steps / (first claim -> last completion), from the executions' `started_at` and "
         "`completed_at`. *drain* is the wall time from the commit of the starts until the "
         "suite saw them all completed (checked every 20 ms). *CPU busy* is the whole "
-        "machine's (2 cores) over the drain; *worker CPU* is the worker processes' own CPU "
-        "time per step (user + system, all threads).\n"
+        "machine's (2 cores) over the drain; *worker CPU* and *PostgreSQL CPU* are the CPU "
+        "time (user + system, all threads) of the worker processes and of the server's "
+        "processes per step.\n"
     )
     add(
         "| workflow | workers x threads | N | steps/s | share of pgbench -N (same clients) "
-        "| drain | CPU busy | worker CPU / step |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| drain | CPU busy | worker CPU / step | PostgreSQL CPU / step |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     )
     for (steps, count), row in sorted(tp.items()):
         clients = count * CONCURRENCY
@@ -1166,7 +1316,8 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
             f"| {steps}-step | {count} x {CONCURRENCY} | {row['n']:,} | "
             f"**{row['steps_per_s']:,.0f}** | {share(row['steps_per_s'], suite.limit(clients))} "
             f"of {fmt(suite.limit(clients))} | {row['drain_seconds']:.2f} s | "
-            f"{row['machine_cpu']:.0%} | {row['worker_cpu_ms_per_step']:.2f} ms |"
+            f"{row['machine_cpu']:.0%} | {row['worker_cpu_ms_per_step']:.2f} ms | "
+            f"{row['postgres_cpu_ms_per_step']:.2f} ms |"
         )
     bulk = r.get("bulk")
     if bulk:
@@ -1184,34 +1335,62 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
 
     # 3. latency
     add("## 3. Latency with an idle worker\n")
+    low, high = (1000 * x for x in SPACED)
     add(
         f"One idle `durable_worker --concurrency {CONCURRENCY}` (woken by LISTEN/NOTIFY). "
-        "Samples are taken one at a time, with a random pause of 0-50 ms before each, after "
-        f"{plan.warmup} uncounted warm-up samples. Times from the engine's rows (the same "
-        "clock: every process is on this machine): *start* is the execution's `created_at` "
-        "(set inside `start()`, before its INSERT and commit), *first step begins* the first "
-        "attempt's `started_at`, *completed* the execution's `completed_at`. For "
-        "`send_event` the suite parks a `bench.wait` execution (one step waiting for the "
-        "event `go`), pauses 5-50 ms, calls `send_event` and takes the wall clock when it "
-        "returns; *resumed attempt begins* is the new attempt's `started_at`. The client row "
-        "polls the status every 1 ms (it includes `start()`'s own commit and the polling).\n"
+        f"Samples are taken one at a time after {plan.warmup} uncounted warm-up samples, "
+        f"each start {low:.0f}-{high:.0f} ms (random) after the previous one: the library "
+        "coalesces the NOTIFYs a process sends less than `claims.COALESCE_SECONDS` (50 ms) "
+        "apart, so spacing the starts gives each its own notice (the back-to-back series "
+        "below shows the other case). Times from the engine's rows (one clock: every "
+        "process is on this machine): *start* is the execution's `created_at` (set inside "
+        "`start()`, before its INSERT and commit), *first step begins* the first attempt's "
+        "`started_at`, *completed* the execution's `completed_at`. For `send_event` the "
+        "suite parks a `bench.wait` execution (one step waiting for the event `go`), calls "
+        f"`send_event` {low:.0f}-{high:.0f} ms after the start, and takes the wall clock "
+        "when it returns; *resumed attempt begins* is the new attempt's `started_at`. The "
+        "client row polls the status every 1 ms from just before `start()` (it includes "
+        "`start()`'s own commit and the polling).\n"
     )
     add("| | samples | p50 | p95 | p99 | max |\n| --- | --- | --- | --- | --- | --- |")
-    for label, values in lat.items():
-        if values:
-            add(
-                f"| {label} | {len(values):,} | **{percentile(values, 50):.2f} ms** | "
-                f"{percentile(values, 95):.2f} ms | {percentile(values, 99):.2f} ms | "
-                f"{max(values):.2f} ms |"
-            )
+
+    def latency_rows(series: dict) -> None:
+        for label, values in series.items():
+            if values:
+                add(
+                    f"| {label} | {len(values):,} | **{percentile(values, 50):.2f} ms** | "
+                    f"{percentile(values, 95):.2f} ms | {percentile(values, 99):.2f} ms | "
+                    f"{max(values):.2f} ms |"
+                )
+
+    latency_rows(lat)
     add("")
+    if r.get("send_event_sql"):
+        statements, commits = r["send_event_sql"]
+        add(
+            f"One `send_event` to a parked step sent {statements:.1f} SQL statements "
+            f"({commits:.1f} writing transactions) from the caller, then the NOTIFY.\n"
+        )
+    close = r.get("latency_coalesced", {})
+    if close.get("start -> 1-step workflow completed"):
+        values = close["start -> 1-step workflow completed"]
+        slow = sum(1 for v in values if v > 500)
+        add(
+            f"**Back-to-back starts** (each 0-50 ms after the previous start, so most "
+            f"notices are coalesced away): {slow} of {len(values)} took more than 500 ms.\n"
+        )
+        add("| | samples | p50 | p95 | p99 | max |\n| --- | --- | --- | --- | --- | --- |")
+        latency_rows(close)
+        add("")
 
     # 4. cost per step
     add("## 4. Cost per step\n")
     add(
         "In-process, one thread, one connection: `executions.start()` N executions (not "
         "timed), then `django_durable.testing.run_until_idle()` runs them (it also runs "
-        "`run_timers()` before every claim, which a worker does once per poll interval). "
+        "`run_timers()` before every claim, which a worker does once per poll interval: "
+        "in a 1-step workflow those are about half the statements, so the 1-step row "
+        "overstates what a worker pays). "
         "Statements are counted with an execute wrapper (`bench/sqlcount.py`); *commits* "
         "are transactions that wrote; *Python share* is the process's CPU time / wall time "
         "(the rest is waiting for PostgreSQL, mostly for commits to be flushed); *WAL* is "
@@ -1247,7 +1426,21 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
             f"{(row['wal_bytes_per_step'] / size if size else math.nan):.2f} |".replace("nan", "—")
         )
     add("")
-    add("### History: 1,000,000 executions (bench/bench_scale.py)\n")
+    rows_arg = dict(zip(plan.scale_args[::2], plan.scale_args[1::2], strict=True))
+    history_rows = int(rows_arg.get("--rows", 1_000_000))
+    add(f"### History: {history_rows:,} executions (bench/bench_scale.py)\n")
+    churn = r.get("churn")
+    if churn:
+        add(
+            f"**Churn before vacuum** (this server runs with `autovacuum="
+            f"{settings.get('autovacuum', '?')}`): right after the bulk drain, "
+            f"`durable_execution` held {churn['live']:,} live and {churn['dead']:,} dead row "
+            f"versions; `EXPLAIN (ANALYZE, BUFFERS)` of an idle claim read "
+            f"{churn['before']['buffers']:,} buffers ({churn['before']['ms']:.3f} ms), and "
+            f"{churn['after']['buffers']:,} ({churn['after']['ms']:.3f} ms) after `VACUUM "
+            "ANALYZE`. The suite vacuums its database (and the peers') before every measured "
+            "run, as autovacuum would; bench_scale.py measures freshly vacuumed history.\n"
+        )
     if r.get("scale"):
         args = " ".join(plan.scale_args) or "(defaults: --rows 1000000 --parked 250000)"
         add(
@@ -1335,29 +1528,87 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
             add(f"| `{name}` | {secs:.3f} |")
         add("")
     spy = r.get("py_spy")
-    if spy and spy["samples"]:
-        total = spy["samples"]
+    if spy and spy["states"]:
         add(
-            f"**A worker under load (py-spy, `--idle --threads`, 250 Hz)**: one of the two "
-            f"worker processes during the 10-step, 2-worker throughput run, {total:,} "
-            "thread samples (all its threads: the runner threads, the dispatcher, the "
-            "listener, the heartbeat).\n"
+            "**A worker under load (py-spy, `--idle --threads`, 250 Hz)**: one of the two "
+            "worker processes during an extra 10-step, 2-worker run (same N, not in the "
+            "throughput table: py-spy's sampling takes CPU), from the commit of the starts "
+            "to the last completion. Each thread's "
+            "samples by what its innermost frame was doing: *waiting for work* (a queue, an "
+            "event, a sleep), *in psycopg* (sending a statement and waiting for the reply: "
+            "the round trip and the server's work, commit flush included; on a loopback "
+            "socket on 2 cores the send itself often waits while the woken backend runs), "
+            "*Python* (running, or runnable and waiting for the GIL: py-spy cannot tell "
+            "those apart).\n"
         )
-        add("| thread state at the sample | share |\n| --- | --- |")
-        for state, count in spy["states"]:
-            add(f"| {state} | {count / total:.0%} |")
+        add(
+            f"| thread | samples | {IDLE_STATE} | {DB_STATE} | {PYTHON_STATE} |\n"
+            "| --- | --- | --- | --- | --- |"
+        )
+        for role, counts in spy["states"].items():
+            total = sum(counts.values()) or 1
+            cells = " | ".join(
+                f"{counts.get(state, 0) / total:.0%}"
+                for state in (IDLE_STATE, DB_STATE, PYTHON_STATE)
+            )
+            add(f"| {role} | {total:,} | {cells} |")
         busy = sum(c for _, c in spy["busy_groups"]) or 1
         add("")
-        add("| running Python, by layer | share of running |\n| --- | --- |")
+        add(
+            "| runner threads' Python samples, by the layer of the innermost frame | share |"
+            "\n| --- | --- |"
+        )
         for group, count in spy["busy_groups"]:
             add(f"| {group} | {count / busy:.0%} |")
         add("")
-        add("| busiest leaf functions (not idle) | samples |\n| --- | --- |")
+        add("| runner threads' busiest innermost functions (Python) | samples |\n| --- | --- |")
         for name, count in spy["functions"]:
             add(f"| `{name}` | {count:,} |")
         add("")
 
     # anomalies
+    add("## django-durable behaviour worth a look\n")
+    seen = False
+    values = close.get("start -> 1-step workflow completed", [])
+    slow = [v for v in values if v > 500]
+    if slow:
+        seen = True
+        add(
+            f"- **A start can wait a whole `poll_interval` (1 s) with an idle worker.** "
+            f"{len(slow)} of {len(values)} back-to-back starts (0-50 ms apart) completed "
+            f"only after {min(slow):.0f}-{max(slow):.0f} ms. Such a start sends no NOTIFY "
+            "(`claims._send` coalesces notices less than `COALESCE_SECONDS` = 50 ms apart), "
+            "and the worker that heard the previous notice is meant to claim again 50 ms "
+            "after it (`Worker._heard` sets `_recheck_at`). But `_seconds_until_due()` "
+            "clears `_recheck_at` as soon as the dispatcher computes its wait; when a runner "
+            "thread finishes the previous execution within those 50 ms it sets `_wake`, "
+            "the dispatcher wakes early, finds nothing, and its next wait is a full "
+            "`poll_interval`: the recheck is lost (read in `django_durable/worker.py` at "
+            f"git `{machine.get('git', '?')}`). Spaced starts (the main series) do not "
+            "show it."
+        )
+    scale_p95 = re.search(r"^\s*p95\s+([\d.]+) ms\s+([\d.]+) ms", r.get("scale", ""), re.M)
+    if scale_p95 and max(float(scale_p95.group(1)), float(scale_p95.group(2))) > 500:
+        seen = True
+        add(
+            f"- bench_scale.py's own start -> complete p95 ({scale_p95.group(1)} ms empty, "
+            f"{scale_p95.group(2)} ms loaded) is the same effect: its samples are 0-200 ms "
+            "apart, so some starts fall inside the 50 ms coalescing window."
+        )
+    if churn and churn["before"]["buffers"] > 10 * max(1, churn["after"]["buffers"]):
+        seen = True
+        add(
+            f"- **The claim's cost grows with dead rows until a vacuum.** After the bulk drain "
+            f"the idle claim read {churn['before']['buffers']:,} buffers instead of "
+            f"{churn['after']['buffers']:,}: every claimed, handed-over and ended execution "
+            "leaves dead entries in the partial `durable_exec_ready` index that the claim's "
+            "index scan walks over. With autovacuum on (PostgreSQL's default) this stays "
+            "bounded; on a server like this one (autovacuum off), or when vacuum lags behind "
+            "a burst, claims and the in-process cost per step slow down."
+        )
+    if not seen:
+        add("- Nothing beyond the figures above.")
+    add("")
     add("## Worker logs\n")
     issues = r.get("worker_log_issues")
     if issues:
@@ -1398,7 +1649,11 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
     add("which ran, in order (`<url>` is the peer's scratch database):\n")
     add("```sh")
     for command in suite.commands:
-        add(command.replace(sys.executable, "python"))
+        add(
+            command.replace(sys.executable, "python").replace(
+                str(Path(sys.executable).parent) + "/", ".venv/bin/"
+            )
+        )
     add("```")
     return "\n".join(out) + "\n"
 
