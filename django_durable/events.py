@@ -72,8 +72,10 @@ def send_event(execution_id: "uuid.UUID | str", name: str, payload: Any = None) 
 
 
 def offer_events(wait: Wait) -> str:
-    """Give a parked wait the oldest unconsumed events it wants; returns its new status."""
-    with transaction.atomic():
+    """Give a parked wait the oldest unconsumed events it wants; returns its new status.
+    Inside the caller's transaction when there is one (no savepoint: a failure here
+    fails the caller too)."""
+    with transaction.atomic(savepoint=False):
         wait = Wait.objects.select_for_update().get(id=wait.id)
         if wait.status != WaitStatus.WAITING:
             return wait.status

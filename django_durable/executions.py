@@ -338,9 +338,16 @@ def lock_active(execution_id: "uuid.UUID | str", action: str) -> WorkflowExecuti
 
 def lock_root(execution_id: "uuid.UUID | str", action: str) -> WorkflowExecution:
     """Lock the execution that events and inputs for `execution_id` are addressed to:
-    the workflow itself, or for a branch or item row the workflow it belongs to."""
-    execution = WorkflowExecution.objects.by_id(execution_id)
-    return lock_active(execution.root_id, action)
+    the workflow itself, or for a branch or item row the workflow it belongs to.
+
+    Its parent is not locked: an event or an answer never finishes an execution, and
+    this transaction locks nothing above the root afterwards, only rows of its tree.
+    """
+    root_id = WorkflowExecution.objects.only("root_id").by_id(execution_id).root_id
+    root = WorkflowExecution.objects.select_for_update().by_id(root_id)
+    if root.status not in ACTIVE_STATUSES:
+        raise ExecutionNotActive(f"Execution {root.id} is {root.status}, so it cannot {action}.")
+    return root
 
 
 def lock_member(root: WorkflowExecution, execution_id: uuid.UUID) -> WorkflowExecution:
