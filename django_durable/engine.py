@@ -2,11 +2,11 @@
 
 A claimed execution is run by `run_claimed`, which the worker's threads and
 `testing.run_until_idle` both call. Each attempt is a `StepExecution` row inserted when
-the attempt starts; when it ends, one transaction closes that row, moves the execution
-through the door (`executions.transition`/`finish`) and, if the next step runs here
-too, opens the next attempt's row: a chained step costs three statements and one
-commit. Every write is fenced on the execution's `run_token`, the id of the attempt
-allowed to write.
+the attempt starts; when it ends, the door (`executions`) closes that row, moves the
+execution on and, if the next step runs here too, opens the next attempt's row, all at
+once: a chained step is one statement and one commit on PostgreSQL (three statements
+in one transaction on SQLite). Every write is fenced on the execution's `run_token`,
+the id of the attempt allowed to write.
 
 Every step receives the context decoded from exactly what was stored: the engine
 encodes what a step returns once, writes that, and hands the next step a fresh decode
