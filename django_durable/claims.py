@@ -43,12 +43,14 @@ _CLAIMED_STATUS_SQL = " ".join(
     f"WHEN '{before}' THEN '{after}'" for before, after in CLAIMED_AS.items()
 )
 
+_CLAIMABLE_SQL = ", ".join(f"'{status}'" for status in CLAIMED_AS)
+
 # Only `ready` rows are in the index this reads (durable_exec_ready): however many
 # executions are parked or finished, a claim reads a handful of index entries.
 _CLAIM_SQL = f"""
 WITH picked AS (
     SELECT id, status AS claimed_from FROM durable_execution
-    WHERE ready {{queue_filter}}
+    WHERE ready AND status IN ({_CLAIMABLE_SQL}) AND locked_by IS NULL {{queue_filter}}
     ORDER BY priority DESC, run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -106,7 +108,9 @@ def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecut
     )
     claimed_from = {}
     for execution_id, status in list(candidates[:limit]):
-        taken = WorkflowExecution.objects.filter(id=execution_id, status=status, ready=True).update(
+        taken = WorkflowExecution.objects.filter(
+            id=execution_id, status=status, ready=True, locked_by__isnull=True
+        ).update(
             status=CLAIMED_AS[status],
             ready=False,
             locked_by=worker,
@@ -339,6 +343,12 @@ def _send(run_queue: str, payload: str, coalesce: bool) -> None:
 
 
 def parse_notice(payload: str) -> tuple[str, datetime | None]:
-    """The queue a notice is for, and the time its work falls due (None: now)."""
-    queue, _, due_at = payload.partition(DUE_AT)
-    return queue, datetime.fromisoformat(due_at) if due_at else None
+    """The queue a notice is for, and the time its work falls due (None: now). A due
+    time is the last part and never holds the separator; a queue name may."""
+    queue, separator, due_at = payload.rpartition(DUE_AT)
+    if separator:
+        try:
+            return queue, datetime.fromisoformat(due_at)
+        except ValueError:
+            pass
+    return payload, None

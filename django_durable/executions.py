@@ -42,6 +42,7 @@ from .models import (
     FINAL_STATUSES,
     RELEASED_AS,
     TRANSITIONS,
+    UNHELD_CLAIMABLE,
     ExecutionKind,
     ExecutionStatus,
     InputStatus,
@@ -483,6 +484,15 @@ def wake(execution: WorkflowExecution) -> None:
         )
         execution.run_at, execution.ready = now, True
         claims.notify(execution.run_queue)
+
+
+def unmark_unclaimable() -> int:
+    """Clear `ready` on rows that cannot be claimed: held or finished rows that a process
+    older than the flag (during a rolling deploy) left marked. Claims skip them anyway;
+    this keeps them out of the claim's index. Workers run it when they start."""
+    return (
+        WorkflowExecution.objects.filter(ready=True).exclude(UNHELD_CLAIMABLE).update(ready=False)
+    )
 
 
 def wake_due(limit: int = WAKE_BATCH) -> int:

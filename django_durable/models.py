@@ -87,8 +87,10 @@ class WorkflowExecutionQuerySet(models.QuerySet):
     """Query vocabulary, each method named after what it asks and served by one index."""
 
     def runnable(self, queues=None):
-        """Executions a worker may claim now (durable_exec_ready): only these are in it."""
-        qs = self.filter(ready=True)
+        """Executions a worker may claim now (durable_exec_ready): only these are in it.
+        Rechecked against status and lease, which a row marked ready by mistake (by a
+        process older than the flag) could contradict."""
+        qs = self.filter(UNHELD_CLAIMABLE, ready=True)
         return qs if queues is None else qs.filter(run_queue__in=queues)
 
     def timers_due(self, now):
@@ -169,7 +171,9 @@ class WorkflowExecution(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     scheduled_at = models.DateTimeField(null=True, blank=True)
     run_at = models.DateTimeField(null=True, blank=True)
-    ready = models.BooleanField(default=False)
+    # A database default too, so rows written by code that predates the column (an old
+    # process during a deploy) are not ready; the timers make them ready when due.
+    ready = models.BooleanField(default=False, db_default=False)
     deadline = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)

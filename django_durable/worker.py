@@ -28,7 +28,7 @@ from django.db import connection, connections
 from . import claims, clock, conf, engine, executions, timers
 from .dsl import Step
 from .errors import WorkerError
-from .models import StepExecution, WorkflowExecution
+from .models import CLAIMED_AS, StepExecution, WorkflowExecution
 from .models import Worker as WorkerRow
 from .scope import DATABASE_ERRORS
 
@@ -196,6 +196,7 @@ class Worker:
     def _register(self) -> None:
         now = clock.now()
         self._remove_stale_workers()
+        executions.unmark_unclaimable()
         if connection.vendor == "sqlite":
             other = WorkerRow.objects.exclude(name=self.name).first()
             if other is not None:
@@ -278,8 +279,14 @@ class Worker:
 
     def _run_timers_if_due(self) -> None:
         if time.monotonic() >= self._timers_due:
+            with self._lock:
+                noted = self._next_due
             timers.run_timers()
-            self._next_due = timers.next_wakeup()
+            due = timers.next_wakeup()
+            with self._lock:
+                if self._next_due is not noted and self._next_due is not None:
+                    due = self._next_due if due is None else min(due, self._next_due)
+                self._next_due = due  # a time a runner noted meanwhile is kept
             self._timers_due = time.monotonic() + self.poll_interval
 
     def _claim_into_free_slots(self) -> bool:
@@ -324,7 +331,13 @@ class Worker:
 
     def _note_timer(self, execution: WorkflowExecution) -> None:
         """An execution this worker parked or scheduled for later: wake up for it."""
-        if not execution.ready and execution.locked_by is None and execution.run_at:
+        waits_for_time = (
+            execution.status in CLAIMED_AS
+            and not execution.ready
+            and execution.locked_by is None
+            and execution.run_at is not None
+        )
+        if waits_for_time and execution.run_at > clock.now():
             self._note_due(execution.run_at)
 
     def _note_due(self, due_at) -> None:
@@ -336,7 +349,12 @@ class Worker:
 
     def _heard(self, payload: str) -> None:
         """A NOTIFY: work runnable now on a queue, or falling due later."""
-        queue, due_at = claims.parse_notice(payload)
+        try:
+            queue, due_at = claims.parse_notice(payload)
+        except Exception:  # the listener must outlive any notice
+            log.exception("Worker %s: could not read the notice %r.", self.name, payload)
+            self._wake.set()
+            return
         if queue not in self.slots:
             return
         if due_at is None:
@@ -501,6 +519,7 @@ class Worker:
                     self.name,
                     attempt.execution_id,
                 )
+                self._timers_due = 0.0  # its retry is a timer this worker must see
                 self._wake.set()
 
     # -- wake-ups ----------------------------------------------------------------------

@@ -373,3 +373,17 @@ def test_the_door_keeps_ready_in_step_with_status_lease_and_time():
     assert ready(eid)
     durable.cancel(eid)
     assert not ready(eid)
+
+
+@pytest.mark.django_db
+def test_rows_marked_ready_by_older_code_are_never_claimed_and_get_unmarked():
+    """During a rolling deploy a process that predates `ready` leaves it set on rows it
+    claims or finishes; claims must skip them, not fail or take held work."""
+    held = single.start({})
+    done = single.start({})
+    claims.claim("old-worker", None, 2)
+    WorkflowExecution.objects.filter(id=done).update(status="completed", locked_by=None)
+    WorkflowExecution.objects.filter(id__in=[held, done]).update(ready=True)
+    assert claims.claim("new-worker", None, 10) == []
+    assert executions.unmark_unclaimable() == 2
+    assert not WorkflowExecution.objects.filter(ready=True).exists()

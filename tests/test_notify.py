@@ -122,3 +122,26 @@ def test_a_start_right_after_another_is_picked_up_without_polling(tmp_path):
             time.sleep(claims.COALESCE_SECONDS * 2)
     finally:
         pool.close()
+
+
+def test_a_queue_name_may_hold_the_separator_of_a_due_time():
+    due = clock.now()
+    assert claims.parse_notice("mail@eu") == ("mail@eu", None)
+    assert claims.parse_notice(f"mail@eu@{due.isoformat()}") == ("mail@eu", due)
+    worker = Worker(["mail@eu"], name="w-at")
+    worker._heard("mail@eu")  # neither raises nor is ignored
+    assert worker._seconds_until_due()[1] is True
+
+
+def test_a_finished_execution_is_not_a_timer(monkeypatch):
+    from django_durable.models import WorkflowExecution
+
+    worker = Worker(["default"], name="w-finished")
+    past = clock.now() - timedelta(minutes=1)
+    finished = WorkflowExecution(status="completed", run_at=past, ready=False)
+    worker._note_timer(finished)
+    assert worker._next_due is None
+    later = clock.now() + timedelta(minutes=1)
+    parked = WorkflowExecution(status="waiting", run_at=later, ready=False)
+    worker._note_timer(parked)
+    assert worker._next_due == later
