@@ -25,7 +25,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from . import claims, clock, codec, conf, executions, registry, waits
-from .dsl import End, Next, Retry, Step, Workflow
+from .dsl import End, Goto, Next, Retry, Step, Workflow
 from .errors import (
     ContextNotSerializable,
     DurableError,
@@ -377,8 +377,17 @@ def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, m
     return next_attempt
 
 
+def _go_to(run: Run, attempt: StepExecution, outcome: Outcome, move: Goto, must_stop: bool):
+    """A jump: the named step runs next on the context the jump carries, stored (and
+    checked) like a step's result. An unknown step or an unstorable context fails the
+    step that led here."""
+    run.definition.node(move.node_id)
+    run.stored = codec.encode(move.context)
+    return _next_step(run, attempt, outcome, Next(move.node_id), must_stop)
+
+
 # How each move the graph can make is followed: a new kind of move is a new entry here.
-_FOLLOW = {End: _complete, Next: _next_step}
+_FOLLOW = {End: _complete, Next: _next_step, Goto: _go_to}
 
 
 def _park(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome) -> None:

@@ -16,6 +16,7 @@ from django.db import OperationalError, connection, connections, transaction
 
 import django_durable as durable
 from django_durable import Retry, claims, clock, engine, events, executions, step, timers, workflow
+from django_durable.dsl import Goto
 from django_durable.models import StepExecution, Wait, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
 from django_durable.waits import wait_for_all, wait_for_any, wait_for_event
@@ -480,3 +481,47 @@ def test_a_node_that_routes_sees_the_stored_context_and_needs_no_engine_change(w
     assert ran["pair"] == [1, 2]
     steps = StepExecution.objects.filter(execution_id=eid).order_by("started_at")
     assert [row.step_name for row in steps] == ["makes_values", "reads_values"]
+
+
+def counts(ctx):
+    return {**ctx, "rounds": ctx.get("rounds", 0) + 1}
+
+
+class Again:
+    """A node that jumps back to `counts` until it ran three times (a decision's loop)."""
+
+    name = "again"
+
+    def compile(self, graph, prefix, follow):
+        return graph.add(prefix + self.name, self, follow)
+
+    def enter(self, graph, node_id, context):
+        ctx = context()
+        if ctx["rounds"] < 3:
+            return Goto("counts", {**ctx, "jumped": ctx.get("jumped", 0) + 1})
+        return graph.resolve(graph.follows[node_id], context)
+
+
+@pytest.fixture
+def looping():
+    from django_durable import registry
+    from django_durable.dsl import Workflow
+
+    definition = Workflow("regress.looping", [step(counts), Again(), step(noop_step)])
+    registry.register(definition)
+    yield definition
+    registry.unregister(definition.name)
+
+
+def noop_step(ctx):
+    return ctx
+
+
+@pytest.mark.django_db
+def test_a_goto_runs_the_named_step_next_on_the_context_it_carries(looping):
+    eid = executions.start(looping, {})
+    run_until_idle()
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert (execution.status, execution.context) == ("completed", {"rounds": 3, "jumped": 2})
+    steps = StepExecution.objects.filter(execution_id=eid).order_by("started_at")
+    assert [row.step_name for row in steps] == ["counts", "counts", "counts", "noop_step"]

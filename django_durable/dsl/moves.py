@@ -16,10 +16,19 @@ class Next:
 
 
 @dataclass(frozen=True)
+class Goto:
+    """Run the step with this node id next, on this context instead of the stored one
+    (a decision's jump, forward or back)."""
+
+    node_id: str
+    context: dict
+
+
+@dataclass(frozen=True)
 class End:
     """Nothing follows: the execution is complete."""
 
 
 END = End()
 
-Move = Next | End
+Move = Next | Goto | End
