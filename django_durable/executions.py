@@ -329,7 +329,10 @@ def lock(execution_id: "uuid.UUID | str") -> WorkflowExecution:
 
 def lock_active(execution_id: "uuid.UUID | str", action: str) -> WorkflowExecution:
     """Lock an execution for a change sent from outside, or explain why it cannot take it."""
-    execution = lock(execution_id)
+    return _active(lock(execution_id), action)
+
+
+def _active(execution: WorkflowExecution, action: str) -> WorkflowExecution:
     if execution.status not in ACTIVE_STATUSES:
         raise ExecutionNotActive(
             f"Execution {execution.id} is {execution.status}, so it cannot {action}."
@@ -345,10 +348,7 @@ def lock_root(execution_id: "uuid.UUID | str", action: str) -> WorkflowExecution
     this transaction locks nothing above the root afterwards, only rows of its tree.
     """
     root_id = WorkflowExecution.objects.only("root_id").by_id(execution_id).root_id
-    root = WorkflowExecution.objects.select_for_update().by_id(root_id)
-    if root.status not in ACTIVE_STATUSES:
-        raise ExecutionNotActive(f"Execution {root.id} is {root.status}, so it cannot {action}.")
-    return root
+    return _active(WorkflowExecution.objects.select_for_update().by_id(root_id), action)
 
 
 def lock_member(root: WorkflowExecution, execution_id: uuid.UUID) -> WorkflowExecution:
@@ -398,8 +398,7 @@ def hand_over(
             execution.id, execution.run_token, changes, finished_id, finished, next_attempt
         ):
             raise LeaseLost(execution.id)
-        for name, value in changes.items():
-            setattr(execution, name, value)
+        _apply(execution, changes)
         return
     with transaction.atomic():
         _write(execution, True, **changes)
@@ -445,8 +444,7 @@ def finish(
         fence = ("run_token", execution.run_token) if fenced else ("status", execution.status)
         if not claims.end(execution.id, fence, changes, own_end, interruption, now):
             raise LeaseLost(execution.id)
-        for name, value in changes.items():
-            setattr(execution, name, value)
+        _apply(execution, changes)
     else:
         _write(execution, fenced, **changes)
         _close_open_attempts(execution, own_end, now, interruption)
@@ -611,6 +609,11 @@ def _write(execution: WorkflowExecution, fenced: bool, **changes: Any) -> None:
         rows = rows.filter(status=execution.status)
     if not rows.update(**changes):
         raise LeaseLost(execution.id)
+    _apply(execution, changes)
+
+
+def _apply(execution: WorkflowExecution, changes: dict) -> None:
+    """The in-memory execution says what the row now says."""
     for name, value in changes.items():
         setattr(execution, name, value)
 
