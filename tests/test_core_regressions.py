@@ -163,6 +163,28 @@ def test_a_commit_whose_reply_was_lost_does_not_leave_the_execution_running(monk
 # -- releasing -------------------------------------------------------------------------
 
 
+@contextmanager
+def held_in_another_transaction(action, seconds: float = 0.5):
+    """Run `action` in a transaction on another connection that stays open (its locks
+    held, its changes uncommitted) for `seconds` while the body runs."""
+    done = threading.Event()
+
+    def hold():
+        with transaction.atomic():
+            action()
+            done.set()
+            time.sleep(seconds)
+        connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert done.wait(10)
+    try:
+        yield
+    finally:
+        holder.join(10)
+
+
 @pytest.mark.skipif(not IS_POSTGRES, reason="row locks are PostgreSQL's (SQLite has one writer)")
 @pytest.mark.django_db(transaction=True)
 def test_a_release_waits_for_a_row_lock_instead_of_skipping_the_row():
@@ -170,20 +192,12 @@ def test_a_release_waits_for_a_row_lock_instead_of_skipping_the_row():
     execution then must wait for it, not skip it and leave it `running` (regression)."""
     eid = two_steps.start({})
     claims.claim("w1", None, 1)
-    locked = threading.Event()
 
-    def hold_the_row():
-        with transaction.atomic():
-            WorkflowExecution.objects.select_for_update().get(id=eid)
-            locked.set()
-            time.sleep(0.5)
-        connections.close_all()
+    def lock_the_row():
+        WorkflowExecution.objects.select_for_update().get(id=eid)
 
-    holder = threading.Thread(target=hold_the_row)
-    holder.start()
-    assert locked.wait(10)
-    assert executions.release("w1", "WorkerStopped", "shutting down") == 1
-    holder.join(10)
+    with held_in_another_transaction(lock_the_row):
+        assert executions.release("w1", "WorkerStopped", "shutting down") == 1
     execution = WorkflowExecution.objects.get(id=eid)
     assert (execution.status, execution.locked_by) == ("pending", None)
 
@@ -367,21 +381,12 @@ def test_an_attempt_waits_for_a_cancel_that_has_not_committed_yet():
     flight: it waits for it, then finds the claim gone and does not start."""
     eid = two_steps.start({})
     [claimed] = claims.claim("w1", None, 1)
-    cleared = threading.Event()
 
-    def cancel_slowly():
-        with transaction.atomic():
-            execution = executions.lock(eid)
-            executions.finish(execution, "cancelled", fenced=False)
-            cleared.set()
-            time.sleep(0.5)
-        connections.close_all()
+    def cancel():
+        executions.finish(executions.lock(eid), "cancelled", fenced=False)
 
-    canceller = threading.Thread(target=cancel_slowly)
-    canceller.start()
-    assert cleared.wait(10)
-    assert engine.run_claimed(claimed, worker="w1", queues=None) == 0
-    canceller.join(10)
+    with held_in_another_transaction(cancel):
+        assert engine.run_claimed(claimed, worker="w1", queues=None) == 0
     assert calls["first"] == 0
     assert not StepExecution.objects.filter(execution_id=eid).exists()
     assert WorkflowExecution.objects.get(id=eid).status == "cancelled"
