@@ -40,6 +40,7 @@ from bench.bench_steps import (  # noqa: E402
     SETTINGS,
     BenchError,
     Workers,
+    keep_or_remove,
     p95,
     poll_until_completed,
 )
@@ -725,12 +726,7 @@ def main() -> int:
         return 1
     finally:
         database.drop()
-        if args.keep:
-            print(f"Worker logs: {logdir}")
-        else:
-            for path in sorted(logdir.rglob("*"), reverse=True):
-                path.rmdir() if path.is_dir() else path.unlink()
-            logdir.rmdir()
+        keep_or_remove(logdir, args.keep)
     return 0
 
 

@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -39,6 +40,14 @@ BENCH_DB = "durable_bench"
 POSTGRES_SCHEMES = {"postgres", "postgresql", "pgsql", "psql"}
 THROUGHPUT_POLL_SECONDS = 0.01
 LATENCY_POLL_SECONDS = 0.001
+
+
+def keep_or_remove(logdir: Path, keep: bool) -> None:
+    """The worker logs: shown with --keep, else removed."""
+    if keep:
+        print(f"Worker logs: {logdir}")
+    else:
+        shutil.rmtree(logdir)
 
 
 def poll_until_completed(execution_id, began: float, workers) -> int:
@@ -741,12 +750,7 @@ def main() -> int:
         return 1
     finally:
         database.drop()
-        if args.keep:
-            print(f"Worker logs: {logdir}")
-        else:
-            for path in sorted(logdir.rglob("*"), reverse=True):
-                path.rmdir() if path.is_dir() else path.unlink()
-            logdir.rmdir()
+        keep_or_remove(logdir, args.keep)
     return 0
 
 
