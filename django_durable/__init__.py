@@ -8,8 +8,9 @@ the app registry.
 from importlib import import_module
 from typing import Any
 
-from .dsl import Retry, Step, Workflow, step, workflow
+from .dsl import DEFAULT, Retry, Step, Workflow, branch, decision, foreach, goto, parallel, step, workflow
 from .errors import (
+    BlockFailed,
     ContextNotSerializable,
     DurableError,
     ExecutionNotActive,
@@ -20,6 +21,7 @@ from .errors import (
     InvalidEventName,
     InvalidInput,
     InvalidWorkflowInput,
+    NoBranchMatched,
     NonRetryableError,
     NotInStep,
     StepReturnedInvalidValue,
@@ -42,6 +44,8 @@ _LAZY_API = {
 }
 
 __all__ = [
+    "DEFAULT",
+    "BlockFailed",
     "ContextNotSerializable",
     "DurableError",
     "ExecutionNotActive",
@@ -52,6 +56,7 @@ __all__ = [
     "InvalidEventName",
     "InvalidInput",
     "InvalidWorkflowInput",
+    "NoBranchMatched",
     "NonRetryableError",
     "NotInStep",
     "Retry",
@@ -63,6 +68,11 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "WorkflowTimeout",
+    "branch",
+    "decision",
+    "foreach",
+    "goto",
+    "parallel",
     "step",
     "workflow",
     *_LAZY_API,

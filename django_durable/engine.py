@@ -24,8 +24,8 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from . import claims, clock, codec, conf, executions, registry, waits
-from .dsl import End, Goto, Next, Retry, Step, Workflow
+from . import claims, clock, codec, conf, executions, forks, registry, waits
+from .dsl import End, Fork, Goto, Move, Next, Retry, Step, Workflow
 from .errors import (
     ContextNotSerializable,
     DurableError,
@@ -53,6 +53,7 @@ class Outcome:
     retryable: bool = True
     suspension: Suspend | None = None
     superseded: bool = False
+    move: Move | None = None  # the node chose where to go (a jump, a case, a fork)
 
     @property
     def failed(self) -> bool:
@@ -108,7 +109,8 @@ def run_claimed(
         step = definition.node(attempt.step_name)
         if on_attempt is not None:
             on_attempt(attempt, step)
-        outcome = _run_step(execution, step, attempt, codec.decode(run.stored))
+        unit = forks.Unit(execution, definition.graph, attempt.step_name)
+        outcome = _run_step(execution, step, attempt, codec.decode(run.stored), unit)
         attempts += 1
         must_stop = keep_going is not None and not keep_going(attempts)
         attempt = _record(run, attempt, outcome, must_stop)
@@ -152,8 +154,10 @@ def _set_aside(execution: WorkflowExecution, exc: DurableError) -> None:
         pass
 
 
-def _run_step(execution: WorkflowExecution, step: Step, attempt: StepExecution, ctx) -> Outcome:
-    """Call the step function and judge what it returned."""
+def _run_step(
+    execution: WorkflowExecution, step: Step, attempt: StepExecution, ctx, unit: forks.Unit
+) -> Outcome:
+    """Run the node (a step calls its function) and judge what it returned."""
     scope = StepScope(
         execution.id,
         attempt.id,
@@ -164,7 +168,7 @@ def _run_step(execution: WorkflowExecution, step: Step, attempt: StepExecution, 
     )
     try:
         with entered(scope), _shielded_caller_transaction():
-            returned = step.fn(ctx)
+            returned = step.run(ctx, unit)
     except Suspend as suspension:
         return Outcome(finished_at=clock.now(), suspension=suspension)
     except Superseded:
@@ -186,6 +190,8 @@ def _run_step(execution: WorkflowExecution, step: Step, attempt: StepExecution, 
         return _timed_out(step, finished_at)
     if returned is None:
         return Outcome(finished_at=finished_at)
+    if isinstance(returned, Move):
+        return _moved(returned, finished_at)
     if not isinstance(returned, dict):
         return Outcome(
             finished_at=finished_at,
@@ -202,6 +208,20 @@ def _run_step(execution: WorkflowExecution, step: Step, attempt: StepExecution, 
     except (ContextNotSerializable, RecursionError) as exc:
         return Outcome(finished_at=finished_at, retryable=False, error=error_record(exc))
     return Outcome(finished_at=finished_at, stored=stored)
+
+
+def _moved(move: Move, finished_at: datetime) -> Outcome:
+    """A node that chose where to go: what it carries must be storable, or the node
+    fails for good (running it again would choose the same)."""
+    try:
+        if isinstance(move, Goto):
+            return Outcome(finished_at=finished_at, stored=codec.encode(move.context), move=move)
+        if isinstance(move, Fork):
+            for member in move.members:
+                codec.encode(member.item, f"item {member.index}")
+    except (ContextNotSerializable, RecursionError) as exc:
+        return Outcome(finished_at=finished_at, retryable=False, error=error_record(exc))
+    return Outcome(finished_at=finished_at, move=move)
 
 
 @contextmanager
@@ -290,7 +310,9 @@ def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_sto
     """Keep what the step returned and follow the move the graph makes next."""
     if outcome.stored is not None:
         run.stored = outcome.stored  # else None: the stored context stays as it was
-    move = run.definition.after(attempt.step_name, lambda: codec.decode(run.stored))
+    move = outcome.move or run.definition.after(
+        attempt.step_name, lambda: codec.decode(run.stored)
+    )
     return _FOLLOW[type(move)](run, attempt, outcome, move, must_stop)
 
 
@@ -378,16 +400,27 @@ def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, m
 
 
 def _go_to(run: Run, attempt: StepExecution, outcome: Outcome, move: Goto, must_stop: bool):
-    """A jump: the named step runs next on the context the jump carries, stored (and
-    checked) like a step's result. An unknown step or an unstorable context fails the
-    step that led here."""
+    """A jump: the named node is reached next on the context the jump carries, stored
+    (and checked) like a step's result. An unknown node or an unstorable context fails
+    the node that jumped. A jump back (a loop) goes through the queue, so a long loop
+    lets higher-priority work and a stopping worker in between its rounds."""
     run.definition.node(move.node_id)
     run.stored = codec.encode(move.context)
-    return _next_step(run, attempt, outcome, Next(move.node_id), must_stop)
+    backward = run.definition.graph.is_backward(attempt.step_name, move.node_id)
+    reached = run.definition.graph.resolve(move.node_id, lambda: codec.decode(run.stored))
+    if isinstance(reached, Goto):
+        return _go_to(run, attempt, outcome, reached, must_stop or backward)
+    return _FOLLOW[type(reached)](run, attempt, outcome, reached, must_stop or backward)
+
+
+def _fork(run: Run, attempt: StepExecution, outcome: Outcome, move: Fork, must_stop: bool):
+    """A block starts its members and the execution parks until the last one ends."""
+    ending = _attempt_end(attempt, StepStatus.WAITING, outcome)
+    executions.fork(run.execution, (attempt.id, ending), move, run.definition)
 
 
 # How each move the graph can make is followed: a new kind of move is a new entry here.
-_FOLLOW = {End: _complete, Next: _next_step, Goto: _go_to}
+_FOLLOW = {End: _complete, Next: _next_step, Goto: _go_to, Fork: _fork}
 
 
 def _park(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome) -> None:

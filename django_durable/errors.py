@@ -99,3 +99,17 @@ class InvalidTransition(DurableError):
 
 class WorkerError(DurableError):
     """The worker cannot start (for example, a second worker on one SQLite file)."""
+
+
+class NoBranchMatched(NonRetryableError):
+    """A branch's `on(ctx)` gave a value none of its cases has, and it has no default."""
+
+
+class BlockFailed(NonRetryableError):
+    """A parallel branch or a foreach item failed, so its block fails (on_error
+    "fail_fast"). `.unit` names the branch or item, `.error` is its error record."""
+
+    def __init__(self, message: str, unit: str = "", error: dict | None = None):
+        super().__init__(message)
+        self.unit = unit
+        self.error = error or {}

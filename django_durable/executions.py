@@ -24,8 +24,8 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
-from . import claims, clock, codec, conf, registry
-from .dsl.moves import End
+from . import claims, clock, codec, conf, forks, registry
+from .dsl.moves import End, Fork
 from .dsl.names import IDEMPOTENCY_KEY, QUEUE, checked_name
 from .errors import (
     ContextNotSerializable,
@@ -244,7 +244,9 @@ def list_executions(
     offset: int = 0,
 ) -> QuerySet:
     """Executions, newest first, optionally filtered."""
-    executions = WorkflowExecution.objects.order_by("-created_at")
+    executions = WorkflowExecution.objects.filter(kind=ExecutionKind.WORKFLOW).order_by(
+        "-created_at"
+    )
     if workflow is not None:
         executions = executions.filter(
             workflow_name=workflow if isinstance(workflow, str) else workflow.name
@@ -456,21 +458,70 @@ def finish(
         )
     if status != ExecutionStatus.COMPLETED:
         _end_members(execution, now)
+    if execution.kind != ExecutionKind.WORKFLOW:
+        _member_finished(execution, now)
 
 
 def _end_members(execution: WorkflowExecution, now: datetime) -> None:
     """Branches and items of an execution that ended: locked after it, then cancelled."""
-    members = (
-        execution.children.select_for_update()
-        .active()
-        .exclude(kind=ExecutionKind.WORKFLOW)
-        .order_by("id")
-    )
+    members = execution.children.active().exclude(kind=ExecutionKind.WORKFLOW)
     reason = f"its workflow ended ({execution.status})"
     if execution.status == ExecutionStatus.CANCELLED:
         reason = execution.cancel_reason
-    for member in members:
+    _cancel_members(members, reason, now)
+
+
+def _cancel_members(members: QuerySet, reason: str | None, now: datetime) -> None:
+    """Cancel active members, locked in id order: the items still held back (never
+    started: nothing to close) in one statement, the others through `finish`."""
+    held = members.filter(status=ExecutionStatus.PENDING, ready=False, run_at__isnull=True)
+    held.filter(locked_by__isnull=True).update(
+        status=ExecutionStatus.CANCELLED, cancel_reason=reason, completed_at=now
+    )
+    for member in members.select_for_update().order_by("id"):
         finish(member, ExecutionStatus.CANCELLED, fenced=False, now=now, cancel_reason=reason)
+
+
+def fork(
+    execution: WorkflowExecution,
+    own_end: tuple[uuid.UUID, dict],
+    members: Fork,
+    definition: registry.Definition,
+) -> None:
+    """Park a running execution on a block and start the block's members under it, in
+    one transaction: the execution waits (no timer), its attempt is closed as `waiting`
+    (it runs again to join), and the members are inserted runnable, or held beyond the
+    block's concurrency. LeaseLost if the attempt no longer holds the execution."""
+    now = clock.now()
+    with transaction.atomic():
+        transition(execution, ExecutionStatus.WAITING, run_at=None, recoveries=0, **claims.LEASE_CLEARED)
+        own_id, ending = own_end
+        StepExecution.objects.filter(id=own_id).update(**ending)
+        for queue in forks.insert(execution, members, definition, now):
+            claims.notify(queue)
+
+
+def _member_finished(member: WorkflowExecution, now: datetime) -> None:
+    """A branch or item ended (its parent is locked, by `finish`): what its block does.
+
+    A failure in a `fail_fast` block cancels the block's other members; an item that
+    ended lets the next held one run; the last member to end wakes the parent, which
+    joins the results. Nothing, if the parent no longer waits on this block (it ended,
+    or moved on and these members were left behind).
+    """
+    parent = WorkflowExecution.objects.get(id=member.parent_id)
+    if parent.status != ExecutionStatus.WAITING or parent.step_seq != member.parent_step_seq:
+        return
+    block = registry.get(parent.workflow_name).node(parent.current_step)
+    if member.status == ExecutionStatus.FAILED and block.on_error == "fail_fast":
+        reason = f"{parent.current_step}: another member failed (on_error='fail_fast')"
+        _cancel_members(forks.open_members(parent), reason, now)
+    elif member.kind == ExecutionKind.ITEM and member.status != ExecutionStatus.CANCELLED:
+        queue = forks.release_next_held(parent, now)
+        if queue is not None:
+            claims.notify(queue)
+    if forks.all_joined(parent):
+        wake(parent)
 
 
 def wake(execution: WorkflowExecution) -> None:

@@ -168,6 +168,9 @@ class WorkflowExecution(models.Model):
     # above), so this link needs no index of its own.
     root = models.ForeignKey("self", on_delete=models.DO_NOTHING, related_name="+", db_index=False)
     item_index = models.PositiveIntegerField(null=True, blank=True)
+    # For a branch or item: the parent's step visit that forked it, so a block reached
+    # again (a loop) joins only its own members.
+    parent_step_seq = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)
     scheduled_at = models.DateTimeField(null=True, blank=True)
     run_at = models.DateTimeField(null=True, blank=True)
@@ -179,6 +182,9 @@ class WorkflowExecution(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
     compensation_results = models.JSONField(default=list, blank=True)
+    # What compensating has to do, newest completed step first; `compensation_results`
+    # grows as each is done (see `compensations`).
+    compensation_plan = models.JSONField(default=list, blank=True)
     cancel_reason = models.TextField(null=True, blank=True)
     locked_by = models.CharField(max_length=255, null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
@@ -205,6 +211,11 @@ class WorkflowExecution(models.Model):
                 fields=["deadline"],
                 condition=Q(status__in=FORWARD_STATUSES, deadline__isnull=False),
                 name="durable_exec_deadline",
+            ),
+            models.Index(
+                fields=["parent", "parent_step_seq", "item_index"],
+                condition=Q(status__in=ACTIVE_STATUSES, parent__isnull=False),
+                name="durable_exec_open_members",
             ),
             models.Index(fields=["-created_at"], name="durable_exec_created"),
             models.Index(fields=["status", "-created_at"], name="durable_exec_status"),

@@ -14,7 +14,7 @@ they are called in), so a step may wait several times. Event waits live beside
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import clock, events, inputs
+from . import clock, events, forks, inputs
 from .durations import to_timedelta
 from .errors import WorkflowDefinitionError
 from .events import wait_for_all, wait_for_any, wait_for_event
@@ -25,7 +25,7 @@ from .inputs import (
     wait_for_input,
     wait_for_text,
 )
-from .models import Wait, WaitStatus
+from .models import Wait, WaitStatus, WorkflowExecution
 from .scope import StepScope, Suspend, current, engine_call, is_due, record_once
 
 __all__ = [
@@ -61,6 +61,8 @@ def can_resume(execution_id: Any, step_seq: int, key: str) -> bool:
     """Whether the wait a step just parked on was satisfied while it was parking."""
     if key.startswith(inputs.KEY_PREFIX):
         return inputs.answered(execution_id, step_seq, key)
+    if key == forks.JOIN_KEY:
+        return forks.all_joined(WorkflowExecution(id=execution_id, step_seq=step_seq))
     wait = Wait.objects.filter(execution_id=execution_id, step_seq=step_seq, key=key).first()
     if wait is None or wait.status != WaitStatus.WAITING:
         return True

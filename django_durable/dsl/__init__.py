@@ -3,22 +3,37 @@
 Nothing here touches the database; the engine runs what these objects describe.
 """
 
+from .control import DEFAULT, Branch, Decision, branch, decision
 from .definition import Workflow, workflow
-from .graph import Graph
-from .moves import END, End, Goto, Move, Next
+from .fanout import Foreach, Parallel, foreach, parallel
+from .graph import Graph, MemberResult
+from .moves import END, End, Fork, Goto, Member, Move, Next, goto
 from .nodes import Step, step
 from .retry import Retry
 
 __all__ = [
+    "DEFAULT",
     "END",
+    "Branch",
+    "Decision",
     "End",
+    "Foreach",
+    "Fork",
     "Goto",
     "Graph",
+    "Member",
+    "MemberResult",
     "Move",
     "Next",
+    "Parallel",
     "Retry",
     "Step",
     "Workflow",
+    "branch",
+    "decision",
+    "foreach",
+    "goto",
+    "parallel",
     "step",
     "workflow",
 ]

@@ -27,7 +27,7 @@ class Workflow:
     """A named, registered graph of nodes. Build it with `workflow(...)`."""
 
     name: str
-    nodes: list[Step]
+    nodes: list[Any]
     timeout: timedelta | None = None
     queue: str = "default"
     retry: Retry | None = None
@@ -66,6 +66,20 @@ class Workflow:
                 f"Workflow {self.name!r} has no step {node_id!r}; was it renamed while "
                 "executions were running?"
             ) from None
+
+    def compensation_for(self, node_id: str) -> Step | None:
+        """The compensation of the step `node_id` as a step (with its own retry policy
+        and timeout), or None if that step has none."""
+        compensate = getattr(self.node(node_id), "compensate", None)
+        if compensate is None:
+            return None
+        if isinstance(compensate, str):
+            compensate = next(
+                fn for fn in self.compensations if compensation_name(fn) == compensate
+            )
+        if isinstance(compensate, Step):
+            return compensate
+        return Step(fn=compensate, name=compensation_name(compensate))
 
     def node_ids(self) -> list[str]:
         """Every step's node id, in definition order."""
@@ -123,13 +137,19 @@ def _checked_compensations(name: str, compensations: tuple) -> tuple[Callable, .
 
 
 def _check_compensation_names(definition: Workflow) -> None:
-    known = {fn.__name__ for fn in definition.compensations}
+    known = {compensation_name(fn) for fn in definition.compensations}
     for node_id, node in definition.graph.nodes.items():
-        if isinstance(node.compensate, str) and node.compensate not in known:
+        compensate = getattr(node, "compensate", None)
+        if isinstance(compensate, str) and compensate not in known:
             raise WorkflowDefinitionError(
                 f"Workflow {definition.name!r}: step {node_id!r} compensates with "
-                f"{node.compensate!r}, which is not in the workflow's compensations."
+                f"{compensate!r}, which is not in the workflow's compensations."
             )
+
+
+def compensation_name(fn: Callable) -> str:
+    """A compensation's name: a step's own name, else the function's."""
+    return fn.name if isinstance(fn, Step) else getattr(fn, "__name__", repr(fn))
 
 
 def _caller_origin() -> str:

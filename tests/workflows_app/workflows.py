@@ -2,7 +2,7 @@
 
 from django_durable import workflow
 
-from . import failover_workflows, worker_workflows  # noqa: F401
+from . import control_workflows, failover_workflows, worker_workflows  # noqa: F401
 
 
 def say_hello(ctx):

@@ -1,0 +1,160 @@
+"""Members: the parallel branches and foreach items an execution forks, as rows.
+
+A fork inserts one execution row per member (kind `branch` or `item`) under the
+execution, in the transaction that parks it (`executions.fork`). Members are claimed,
+leased and fenced like any execution; when one finishes, the door (`executions.finish`)
+asks here what that means for its block: release the next held item, fail the block
+at once, or, for the last one, wake the parent, which runs the block's node again to
+join the results (`members_of`).
+
+Items beyond a foreach's `concurrency` are inserted held: pending, not ready and with no
+run time, so neither claims nor timers see them until a finishing item releases the next.
+"""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from . import codec
+from .dsl import Fork, Graph, MemberResult
+from .models import ExecutionKind, ExecutionStatus, WorkflowExecution
+from .scope import Suspend
+
+JOIN_KEY = "join"  # what a block's node parks on while its members run
+INSERT_BATCH = 1000
+_CONTEXT_CACHE_SIZE = 64
+_parent_contexts: dict[tuple, Any] = {}  # (parent id, visit) -> its stored context
+
+_RESULT_STATUS = {
+    ExecutionStatus.COMPLETED: "completed",
+    ExecutionStatus.CANCELLED: "cancelled",
+}
+
+
+class Unit:
+    """What a running node is told about where it runs (see `dsl.graph.Unit`)."""
+
+    def __init__(self, execution: WorkflowExecution, graph: Graph, node_id: str) -> None:
+        self.execution = execution
+        self.graph = graph
+        self.node_id = node_id
+
+    @property
+    def item(self) -> Any:
+        return self.execution.input
+
+    @property
+    def index(self) -> int | None:
+        return self.execution.item_index
+
+    def members(self) -> list[MemberResult] | None:
+        return members_of(self.execution)
+
+    def parent_context(self) -> dict:
+        return parent_context(self.execution)
+
+
+def insert(execution: WorkflowExecution, fork: Fork, definition, now: datetime) -> set[str]:
+    """Insert the members of `fork` under `execution`; returns the queues to wake."""
+    rows, queues = [], set()
+    for member in fork.members:
+        held = fork.concurrency is not None and member.index >= fork.concurrency
+        run_queue = definition.run_queue(member.entry, execution.queue)
+        row = WorkflowExecution(
+            id=uuid.uuid4(),
+            workflow_name=execution.workflow_name,
+            workflow_version=execution.workflow_version,
+            kind=fork.kind,
+            parent_id=execution.id,
+            root_id=execution.root_id,
+            item_index=member.index,
+            parent_step_seq=execution.step_seq,
+            queue=execution.queue,
+            run_queue=run_queue,
+            priority=execution.priority,
+            input=member.item if fork.kind == ExecutionKind.ITEM else {},
+            context=member.context,
+            current_step=member.entry,
+            run_at=None if held else now,
+            ready=not held,
+            created_at=now,
+        )
+        rows.append(row)
+        if not held:
+            queues.add(run_queue)
+    WorkflowExecution.objects.bulk_create(rows, batch_size=INSERT_BATCH)
+    return queues
+
+
+def members_of(execution: WorkflowExecution) -> list[MemberResult] | None:
+    """How the members of the block `execution` is at ended, in member order; None if it
+    has not forked yet. While some still run the node parks again (JOIN_KEY)."""
+    rows = list(
+        _members(execution)
+        .order_by("item_index")
+        .values_list("item_index", "status", "kind", "context", "error", "completed_at")
+    )
+    if not rows:
+        return None
+    results = []
+    for index, status, kind, context, error, completed_at in rows:
+        if status not in _RESULT_STATUS and status != ExecutionStatus.FAILED:
+            raise Suspend(JOIN_KEY, None)
+        data = context.get("result") if kind == ExecutionKind.ITEM else context
+        outcome = _RESULT_STATUS.get(status, "failed")
+        results.append(
+            MemberResult(index, outcome, data if outcome == "completed" else None, error, completed_at)
+        )
+    return results
+
+
+def open_members(parent: WorkflowExecution, visit: int | None = None):
+    """The members of `parent`'s block (of step visit `visit`, default its current one)
+    that have not finished (durable_exec_open_members)."""
+    visit = parent.step_seq if visit is None else visit
+    return _members(parent, visit).active()
+
+
+def all_joined(execution: WorkflowExecution) -> bool:
+    """Whether no member of the block `execution` is parked at still runs."""
+    return not open_members(execution).exists()
+
+
+def release_next_held(parent: WorkflowExecution, now: datetime) -> str | None:
+    """Let the next held item of `parent`'s block run; returns its queue (None: none)."""
+    held = (
+        open_members(parent)
+        .filter(status=ExecutionStatus.PENDING, ready=False, run_at__isnull=True)
+        .order_by("item_index")
+        .values_list("id", "run_queue")
+        .first()
+    )
+    if held is None:
+        return None
+    member_id, run_queue = held
+    WorkflowExecution.objects.filter(id=member_id).update(run_at=now, ready=True)
+    return run_queue
+
+
+def parent_context(member: WorkflowExecution) -> dict:
+    """The context of the block an item belongs to, as stored: the parent is parked on
+    the block while its items run, so it is read once per visit and decoded per use."""
+    key = (member.parent_id, member.parent_step_seq)
+    stored = _parent_contexts.get(key)
+    if stored is None:
+        context = WorkflowExecution.objects.filter(id=member.parent_id).values_list(
+            "context", flat=True
+        )
+        stored = codec.encode(context.first() or {})
+        if len(_parent_contexts) >= _CONTEXT_CACHE_SIZE:
+            _parent_contexts.pop(next(iter(_parent_contexts)))
+        _parent_contexts[key] = stored
+    return codec.decode(stored)
+
+
+def _members(execution: WorkflowExecution, visit: int | None = None):
+    return WorkflowExecution.objects.filter(
+        parent_id=execution.id,
+        parent_step_seq=execution.step_seq if visit is None else visit,
+    ).exclude(kind=ExecutionKind.WORKFLOW)
+

@@ -1,0 +1,348 @@
+"""branch, decision/goto, parallel and foreach, run in-process on both databases."""
+
+import pytest
+
+from django_durable import WorkflowDefinitionError, branch, decision, foreach, goto, parallel
+from django_durable import executions, registry, workflow
+from django_durable.events import send_event
+from django_durable.inputs import provide_input
+from django_durable.models import ExecutionKind, StepExecution, WorkflowExecution
+from django_durable.testing import advance_clock, run_until_idle
+from tests.calls import calls
+from tests.workflows_app import control_workflows as wf
+
+pytestmark = pytest.mark.django_db
+
+
+def run(definition, input):
+    eid = executions.start(definition, input)
+    run_until_idle()
+    return WorkflowExecution.objects.get(id=eid)
+
+
+def step_names(execution):
+    return list(
+        StepExecution.objects.filter(execution=execution)
+        .order_by("started_at", "attempt")
+        .values_list("step_name", flat=True)
+    )
+
+
+# -- branch ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("doc", "handled_by", "case_step"),
+    [
+        ("a.invoice", "invoice", "route/invoice/extract_invoice"),
+        ("b.receipt", "receipt", "route/receipt/extract_receipt"),
+        ("c.pdf", "person", "route/default/review_by_hand"),
+    ],
+)
+def test_branch_runs_the_matching_case_then_the_node_after_it(doc, handled_by, case_step):
+    execution = run(wf.documents, {"doc": doc})
+    assert execution.status == "completed"
+    assert execution.context["handled_by"] == handled_by
+    assert execution.context["archived"] is True
+    assert step_names(execution) == ["classify", "route", case_step, "archive"]
+
+
+@pytest.mark.parametrize(
+    ("input", "flag"),
+    [
+        ({"verified": True, "tier": 1}, "premium"),
+        ({"verified": True}, "missing"),
+        ({"verified": False}, "handled_by"),
+    ],
+)
+def test_branches_nest_and_match_by_type_and_value(input, flag):
+    execution = run(wf.nested, input)
+    assert execution.status == "completed", execution.error
+    assert flag in execution.context
+
+
+def test_true_does_not_match_a_case_for_1():
+    execution = run(wf.nested, {"verified": True, "tier": True})
+    assert execution.status == "failed"
+    assert execution.error["type"] == "NoBranchMatched"
+
+
+def test_no_match_and_no_default_fails_with_no_branch_matched_at_once():
+    execution = run(wf.strict, {"kind": "b"})
+    assert execution.status == "failed"
+    assert execution.error["type"] == "NoBranchMatched"
+    assert "'b'" in execution.error["message"]
+    assert execution.current_step == "only_a"
+    assert step_names(execution) == ["only_a"]  # not retried, nothing after it ran
+
+
+def test_branch_definition_errors():
+    with pytest.raises(WorkflowDefinitionError, match="cases are str, int"):
+        branch(lambda ctx: 1, {1.5: wf.archive})
+    with pytest.raises(WorkflowDefinitionError, match="non-empty dict"):
+        branch(lambda ctx: 1, {})
+    with pytest.raises(WorkflowDefinitionError, match="both called"):
+        branch(lambda ctx: 1, {True: wf.archive, "True": wf.done})
+
+
+# -- decision ----------------------------------------------------------------------------
+
+
+def test_decision_loops_back_until_done():
+    execution = run(wf.looping, {"until": 4})
+    assert execution.status == "completed"
+    assert execution.context["rounds"] == 4
+    assert step_names(execution) == ["bump", "again"] * 4 + ["archive"]
+
+
+def test_a_loop_goes_back_through_the_queue_between_rounds(monkeypatch):
+    claims_seen = []
+    real_claim = executions.claims.claim
+
+    def counting(*args, **kwargs):
+        claimed = real_claim(*args, **kwargs)
+        claims_seen.extend(claimed)
+        return claimed
+
+    monkeypatch.setattr(executions.claims, "claim", counting)
+    execution = run(wf.looping, {"until": 3})
+    assert execution.context["rounds"] == 3
+    assert len(claims_seen) == 3  # the start, then one claim per jump back
+
+
+@pytest.mark.parametrize(("amount", "route", "steps"), [
+    (50, "auto", ["route_amount", "auto_approve", "manager_approval"]),
+    (5000, "manager", ["route_amount", "manager_approval"]),
+])
+def test_decision_jumps_forward(amount, route, steps):
+    execution = run(wf.routing, {"amount": amount})
+    assert execution.status == "completed"
+    assert execution.context["route"] == route
+    assert step_names(execution) == steps
+
+
+def test_an_unknown_literal_goto_target_is_refused_at_definition_time():
+    def jumps_nowhere(ctx):
+        return goto("nowhere", ctx)
+
+    with pytest.raises(WorkflowDefinitionError, match="nowhere"):
+        workflow("tests.control.bad_goto", [wf.bump, decision(jumps_nowhere)])
+    assert "tests.control.bad_goto" not in [w.name for w in registry.all_workflows()]
+
+
+def test_a_computed_unknown_goto_target_fails_the_decision_for_good():
+    def computed(ctx):
+        return goto("no" + "where", ctx)
+
+    definition = workflow("tests.control.computed_goto", [wf.bump, decision(computed)])
+    try:
+        execution = run(definition, {})
+    finally:
+        registry.unregister(definition.name)
+    assert execution.status == "failed"
+    assert execution.error["type"] == "GotoUnknownNode"
+
+
+# -- parallel ----------------------------------------------------------------------------
+
+
+def test_parallel_results_go_to_results_under_each_name():
+    execution = run(wf.dashboard, {"user_id": 7})
+    assert execution.status == "completed", execution.error
+    assert execution.context["__results__"] == {
+        "fetch_user": ["ok", {"user": 7}],
+        "orders_result": ["ok", {"orders": [1, 2]}],
+    }
+    assert execution.context["summary"] == ["fetch_user", "orders_result"]
+    members = WorkflowExecution.objects.filter(parent=execution)
+    assert sorted(m.kind for m in members) == [ExecutionKind.BRANCH] * 2
+    assert {m.root_id for m in members} == {execution.id}
+
+
+def test_branches_are_rows_any_worker_can_claim():
+    eid = executions.start(wf.dashboard, {"user_id": 7})
+    run_until_idle(max_steps=1)  # the block's node forks, nothing more
+    members = WorkflowExecution.objects.filter(parent_id=eid)
+    assert sorted((m.status, m.ready, m.current_step) for m in members) == [
+        ("pending", True, "fetch/fetch_orders"),
+        ("pending", True, "fetch/fetch_user"),
+    ]
+    assert WorkflowExecution.objects.get(id=eid).status == "waiting"
+    run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).status == "completed"
+
+
+def test_fail_fast_fails_the_block_with_the_branch_error():
+    execution = run(wf.dashboard, {"user_id": 7, "orders_fail": True})
+    assert execution.status == "failed"
+    assert execution.error["type"] == "BlockFailed"
+    assert "orders service down" in execution.error["message"]
+
+
+def test_fail_fast_cancels_the_other_branches_and_withdraws_their_waits():
+    eid = executions.start(wf.slow_and_failing, {})
+    run_until_idle()
+    send_event(eid, "fail")
+    run_until_idle()
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert execution.status == "failed"
+    assert "told to fail" in execution.error["message"]
+    waiting = WorkflowExecution.objects.get(parent_id=eid, current_step="race/waits_for_go")
+    assert waiting.status == "cancelled"
+    assert waiting.waits.get().status == "cancelled"
+
+
+def test_complete_all_records_errors_as_results():
+    execution = run(wf.dashboard_all, {"user_id": 7, "orders_fail": True})
+    assert execution.status == "completed"
+    assert execution.context["__results__"] == {
+        "fetch_user": ["ok", {"user": 7}],
+        "fetch_orders": ["error", {"type": "RuntimeError", "message": "orders service down"}],
+    }
+
+
+def test_into_gets_tuples_and_returns_the_context():
+    execution = run(wf.dashboard_into, {"user_id": 3})
+    assert execution.status == "completed"
+    assert "__results__" not in execution.context
+    assert execution.context["user"] == 3 and execution.context["orders"] == [1, 2]
+    assert execution.context["done"] and execution.context["apologized"]
+
+
+def test_into_may_jump():
+    execution = run(wf.dashboard_into, {"user_id": 3, "orders_fail": True})
+    assert execution.status == "completed"
+    assert execution.context == {
+        "user_id": 3, "orders_fail": True, "user": 3, "apologized": True
+    }
+
+
+def test_waits_inside_branches_are_answered_through_the_parent_id():
+    eid = executions.start(wf.waiting_branches, {"user_id": 1})
+    run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).status == "waiting"
+    send_event(eid, "go", {"now": True})
+    provide_input(eid, "ok?", "approved")
+    run_until_idle()
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert execution.status == "completed", execution.error
+    assert execution.context["__results__"]["waits_for_go"] == ["ok", {"go": {"now": True}}]
+    assert execution.context["__results__"]["asks_person"] == ["ok", {"answer": "approved"}]
+
+
+def test_parallel_inside_a_branch():
+    execution = run(wf.parallel_in_branch, {"mode": "fan", "user_id": 2})
+    assert execution.status == "completed"
+    assert set(execution.context["__results__"]) == {"fetch_user", "fetch_orders"}
+
+
+def test_foreach_inside_a_parallel():
+    execution = run(wf.foreach_in_parallel, {"regions": ["eu", "us"], "user_id": 1})
+    assert execution.status == "completed", execution.error
+    assert execution.context["__results__"]["regions"] == [
+        "ok", {"user_id": 1, "regions": ["eu", "us"], "__results__": {
+            "regions": [["ok", "eu:0"], ["ok", "us:1"]]}},
+    ]
+
+
+def test_cancelling_the_parent_cancels_its_members():
+    eid = executions.start(wf.waiting_branches, {"user_id": 1})
+    run_until_idle()
+    executions.cancel(eid, "changed my mind")
+    members = WorkflowExecution.objects.filter(parent_id=eid)
+    assert {m.status for m in members} <= {"cancelled", "completed"}
+    assert not members.filter(status="waiting").exists()
+
+
+def test_parallel_definition_errors():
+    with pytest.raises(WorkflowDefinitionError, match="at least one"):
+        parallel()
+    with pytest.raises(WorkflowDefinitionError, match="on_error"):
+        parallel(wf.done, on_error="ignore")
+    with pytest.raises(WorkflowDefinitionError, match="returns="):
+        parallel(wf.done, wf.done)
+
+
+# -- foreach -----------------------------------------------------------------------------
+
+
+def test_foreach_results_in_item_order_with_the_block_context():
+    execution = run(wf.bulk_email, {"to": ["a@x", "b@x", "c@x"], "subject": "Hi"})
+    assert execution.status == "completed", execution.error
+    assert execution.context["__results__"]["send"] == [
+        ["ok", {"sent": "a@x", "index": 0, "subject": "Hi"}],
+        ["ok", {"sent": "b@x", "index": 1, "subject": "Hi"}],
+        ["ok", {"sent": "c@x", "index": 2, "subject": "Hi"}],
+    ]
+    items = WorkflowExecution.objects.filter(parent=execution).order_by("item_index")
+    assert [item.input for item in items] == ["a@x", "b@x", "c@x"]
+    assert all(item.context == {"result": item.context["result"]} for item in items)
+
+
+def test_foreach_holds_items_beyond_its_concurrency():
+    eid = executions.start(wf.bulk_email, {"to": ["a", "b", "c", "d", "e"], "subject": "s"})
+    run_until_idle(max_steps=1)
+    items = WorkflowExecution.objects.filter(parent_id=eid).order_by("item_index")
+    assert [item.ready for item in items] == [True, True, False, False, False]
+    run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).status == "completed"
+
+
+def test_foreach_fail_fast_cancels_held_items():
+    execution = run(wf.bulk_email, {"to": ["a", "b", "c", "d"], "bounce": ["a"], "subject": "s"})
+    assert execution.status == "failed"
+    assert execution.error["type"] == "BlockFailed"
+    assert "item 0" in execution.error["message"]
+    statuses = list(
+        WorkflowExecution.objects.filter(parent=execution)
+        .order_by("item_index")
+        .values_list("status", flat=True)
+    )
+    assert statuses[0] == "failed"
+    assert statuses[2:] == ["cancelled", "cancelled"]
+    assert calls["send:c"] == calls["send:d"] == 0
+
+
+def test_foreach_continue_records_errors_in_place():
+    execution = run(
+        wf.bulk_email_continue, {"to": ["a", "b", "c"], "bounce": ["b"], "subject": "s"}
+    )
+    assert execution.status == "completed"
+    results = execution.context["__results__"]["send"]
+    assert [r[0] for r in results] == ["ok", "error", "ok"]
+    assert results[1][1] == {"type": "ValueError", "message": "b bounced"}
+
+
+def test_an_empty_foreach_gives_an_empty_result_list():
+    execution = run(wf.bulk_email, {"to": [], "subject": "s"})
+    assert execution.status == "completed"
+    assert execution.context["__results__"]["send"] == []
+
+
+def test_foreach_items_that_are_not_a_list_fail_the_block():
+    execution = run(wf.bulk_email, {"to": "a@x", "subject": "s"})
+    assert execution.status == "failed"
+    assert execution.error["type"] == "ForeachItemsInvalid"
+
+
+def test_foreach_items_keep_their_own_retry_policy():
+    eid = executions.start(wf.retrying_items, {"to": ["a"], "bounce": ["a"], "subject": "s"})
+    run_until_idle()
+    advance_clock(1)
+    run_until_idle()
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert execution.status == "failed"
+    assert calls["send:a"] == 2
+
+
+def test_foreach_definition_errors():
+    with pytest.raises(WorkflowDefinitionError, match="concurrency"):
+        foreach("x", wf.emails, wf.send_email, concurrency=0)
+    with pytest.raises(WorkflowDefinitionError, match="on_error"):
+        foreach("x", wf.emails, wf.send_email, on_error="complete_all")
+
+
+def test_list_executions_shows_workflows_not_their_members():
+    execution = run(wf.dashboard, {"user_id": 7})
+    listed = list(executions.list_executions())
+    assert [e.id for e in listed] == [execution.id]
