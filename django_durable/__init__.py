@@ -8,7 +8,19 @@ the app registry.
 from importlib import import_module
 from typing import Any
 
-from .dsl import DEFAULT, Retry, Step, Workflow, branch, decision, foreach, goto, parallel, step, workflow
+from .dsl import (
+    DEFAULT,
+    Retry,
+    Step,
+    Workflow,
+    branch,
+    decision,
+    foreach,
+    goto,
+    parallel,
+    step,
+    workflow,
+)
 from .errors import (
     BlockFailed,
     ContextNotSerializable,

@@ -310,9 +310,7 @@ def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_sto
     """Keep what the step returned and follow the move the graph makes next."""
     if outcome.stored is not None:
         run.stored = outcome.stored  # else None: the stored context stays as it was
-    move = outcome.move or run.definition.after(
-        attempt.step_name, lambda: codec.decode(run.stored)
-    )
+    move = outcome.move or run.definition.after(attempt.step_name, lambda: codec.decode(run.stored))
     return _FOLLOW[type(move)](run, attempt, outcome, move, must_stop)
 
 

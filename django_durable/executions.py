@@ -494,7 +494,9 @@ def fork(
     block's concurrency. LeaseLost if the attempt no longer holds the execution."""
     now = clock.now()
     with transaction.atomic():
-        transition(execution, ExecutionStatus.WAITING, run_at=None, recoveries=0, **claims.LEASE_CLEARED)
+        transition(
+            execution, ExecutionStatus.WAITING, run_at=None, recoveries=0, **claims.LEASE_CLEARED
+        )
         own_id, ending = own_end
         StepExecution.objects.filter(id=own_id).update(**ending)
         for queue in forks.insert(execution, members, definition, now):

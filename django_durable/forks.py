@@ -103,7 +103,9 @@ def members_of(execution: WorkflowExecution) -> list[MemberResult] | None:
         data = context.get("result") if kind == ExecutionKind.ITEM else context
         outcome = _RESULT_STATUS.get(status, "failed")
         results.append(
-            MemberResult(index, outcome, data if outcome == "completed" else None, error, completed_at)
+            MemberResult(
+                index, outcome, data if outcome == "completed" else None, error, completed_at
+            )
         )
     return results
 
@@ -157,4 +159,3 @@ def _members(execution: WorkflowExecution, visit: int | None = None):
         parent_id=execution.id,
         parent_step_seq=execution.step_seq if visit is None else visit,
     ).exclude(kind=ExecutionKind.WORKFLOW)
-

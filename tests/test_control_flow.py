@@ -2,8 +2,17 @@
 
 import pytest
 
-from django_durable import WorkflowDefinitionError, branch, decision, foreach, goto, parallel
-from django_durable import executions, registry, workflow
+from django_durable import (
+    WorkflowDefinitionError,
+    branch,
+    decision,
+    executions,
+    foreach,
+    goto,
+    parallel,
+    registry,
+    workflow,
+)
 from django_durable.events import send_event
 from django_durable.inputs import provide_input
 from django_durable.models import ExecutionKind, StepExecution, WorkflowExecution
@@ -110,10 +119,13 @@ def test_a_loop_goes_back_through_the_queue_between_rounds(monkeypatch):
     assert len(claims_seen) == 3  # the start, then one claim per jump back
 
 
-@pytest.mark.parametrize(("amount", "route", "steps"), [
-    (50, "auto", ["route_amount", "auto_approve", "manager_approval"]),
-    (5000, "manager", ["route_amount", "manager_approval"]),
-])
+@pytest.mark.parametrize(
+    ("amount", "route", "steps"),
+    [
+        (50, "auto", ["route_amount", "auto_approve", "manager_approval"]),
+        (5000, "manager", ["route_amount", "manager_approval"]),
+    ],
+)
 def test_decision_jumps_forward(amount, route, steps):
     execution = run(wf.routing, {"amount": amount})
     assert execution.status == "completed"
@@ -212,9 +224,7 @@ def test_into_gets_tuples_and_returns_the_context():
 def test_into_may_jump():
     execution = run(wf.dashboard_into, {"user_id": 3, "orders_fail": True})
     assert execution.status == "completed"
-    assert execution.context == {
-        "user_id": 3, "orders_fail": True, "user": 3, "apologized": True
-    }
+    assert execution.context == {"user_id": 3, "orders_fail": True, "user": 3, "apologized": True}
 
 
 def test_waits_inside_branches_are_answered_through_the_parent_id():
@@ -240,8 +250,12 @@ def test_foreach_inside_a_parallel():
     execution = run(wf.foreach_in_parallel, {"regions": ["eu", "us"], "user_id": 1})
     assert execution.status == "completed", execution.error
     assert execution.context["__results__"]["regions"] == [
-        "ok", {"user_id": 1, "regions": ["eu", "us"], "__results__": {
-            "regions": [["ok", "eu:0"], ["ok", "us:1"]]}},
+        "ok",
+        {
+            "user_id": 1,
+            "regions": ["eu", "us"],
+            "__results__": {"regions": [["ok", "eu:0"], ["ok", "us:1"]]},
+        },
     ]
 
 

@@ -230,7 +230,9 @@ def many(ctx):
     return list(range(ctx["n"]))
 
 
-many_items = workflow("tests.control.many_items", [foreach("noop", many, noop_item, concurrency=50)])
+many_items = workflow(
+    "tests.control.many_items", [foreach("noop", many, noop_item, concurrency=50)]
+)
 
 
 def sleepy_item(ctx, item, index):
