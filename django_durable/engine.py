@@ -24,7 +24,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from . import claims, clock, codec, conf, executions, forks, registry, waits
+from . import claims, clock, codec, compensations, conf, executions, forks, registry, waits
 from .dsl import End, Fork, Goto, Move, Next, Retry, Step, Workflow
 from .errors import (
     ContextNotSerializable,
@@ -93,41 +93,65 @@ def run_claimed(
     """
     tokens = set() if tokens is None else tokens
     tokens.add(execution.run_token)
-    if execution.status != ExecutionStatus.RUNNING:
-        _set_aside(execution, DurableError(f"No worker step runs {execution.status} work yet."))
-        return 0
     try:
         definition = registry.get(execution.workflow_name)
-        definition.node(execution.current_step)
+        run = Run(execution, definition, worker, queues, tokens, codec.encode(execution.context))
+        attempt = _open_first_attempt(run, running_node(definition, execution))
     except DurableError as exc:
         _set_aside(execution, exc)
         return 0
-    run = Run(execution, definition, worker, queues, tokens, codec.encode(execution.context))
-    attempt = _open_first_attempt(execution, worker)
     attempts = 0
     while attempt is not None:
-        step = definition.node(attempt.step_name)
+        node = running_node(definition, execution)
         if on_attempt is not None:
-            on_attempt(attempt, step)
-        unit = forks.Unit(execution, definition.graph, attempt.step_name)
-        outcome = _run_step(execution, step, attempt, codec.decode(run.stored), unit)
+            on_attempt(attempt, node)
+        outcome = _run_step(execution, node, attempt, codec.decode(run.stored), _unit(run))
         attempts += 1
         must_stop = keep_going is not None and not keep_going(attempts)
         attempt = _record(run, attempt, outcome, must_stop)
     return attempts
 
 
-def _open_first_attempt(execution: WorkflowExecution, worker: str) -> StepExecution | None:
-    """The claim's first attempt, if the claim still holds (see `claims.start_attempt`)."""
-    attempt = StepExecution(
-        id=execution.run_token,
-        execution=execution,
-        step_name=execution.current_step,
-        attempt=execution.attempt,
+def running_node(definition: Workflow, execution: WorkflowExecution) -> Step:
+    """What a claimed execution runs next: its current node, or while it compensates,
+    the compensation of the next step to undo."""
+    if execution.status == ExecutionStatus.COMPENSATING:
+        entry = compensations.next_entry(execution)
+        if entry is None:
+            raise DurableError("Nothing is left to compensate.")
+        return compensations.compensation(definition, entry)
+    if execution.status != ExecutionStatus.RUNNING:
+        raise DurableError(f"A worker does not run {execution.status} executions.")
+    return definition.node(execution.current_step)
+
+
+def _unit(run: Run) -> forks.Unit:
+    execution, graph = run.execution, run.definition.graph
+    if execution.status == ExecutionStatus.COMPENSATING:
+        return compensations.CompensationUnit(execution, graph, compensations.next_entry(execution))
+    return forks.Unit(execution, graph, execution.current_step)
+
+
+def _new_attempt(run: Run, node: Step, attempt_id: uuid.UUID, number: int) -> StepExecution:
+    """An attempt row for `node`, marked as a compensation while the execution undoes."""
+    undoing = run.execution.status == ExecutionStatus.COMPENSATING
+    return StepExecution(
+        id=attempt_id,
+        execution=run.execution,
+        step_name=node.name if undoing else run.execution.current_step,
+        attempt=number,
         status=StepStatus.RUNNING,
-        worker=worker,
+        worker=run.worker,
         started_at=clock.now(),
+        is_compensation=undoing,
+        compensation_for=compensations.next_entry(run.execution)["step"] if undoing else None,
     )
+
+
+def _open_first_attempt(run: Run, node: Step) -> StepExecution | None:
+    """The claim's first attempt, if the claim still holds (see `claims.start_attempt`)."""
+    execution = run.execution
+    attempt = _new_attempt(run, node, execution.run_token, execution.attempt)
     if not claims.start_attempt(attempt, execution.id, execution.run_token):
         return None
     return attempt
@@ -285,6 +309,8 @@ def _record(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool)
     # rolls back, the object must say again what the database says.
     committed = dict(execution.__dict__)
     try:
+        if execution.status == ExecutionStatus.COMPENSATING:
+            return _compensation_done(run, attempt, outcome, must_stop)
         if outcome.suspension is not None:
             with transaction.atomic():
                 _park(execution, attempt, outcome)
@@ -436,16 +462,74 @@ def _park(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome
         executions.wake(execution)
 
 
+def _compensation_done(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool):
+    """A compensation attempt ended: retry it if its policy allows, else keep its result
+    and go on with the next one (here at once, or through the queue), or end the
+    compensating phase after the last. A compensation cannot wait."""
+    if outcome.suspension is not None:
+        cannot_wait = DurableError("A compensation cannot wait (sleep, events or input).")
+        outcome = Outcome(outcome.finished_at, error=error_record(cannot_wait), retryable=False)
+    execution = run.execution
+    if outcome.failed and _retries_left(execution, run.definition, outcome):
+        with transaction.atomic():
+            record_failure(execution, run.definition, attempt, outcome)
+        return None
+    upcoming = compensations.entry_after(execution)
+    if upcoming is None or must_stop:
+        with transaction.atomic():
+            _undone(execution, attempt, outcome)
+        return None
+    node = compensations.compensation(run.definition, upcoming)
+    next_attempt = _new_attempt(run, node, uuid.uuid4(), 1)
+    next_attempt.compensation_for = upcoming["step"]
+    run.tokens.add(next_attempt.id)
+    ending, moves = _undo_result(execution, attempt, outcome)
+    executions.hand_over(execution, attempt.id, ending, next_attempt, **moves)
+    return next_attempt
+
+
+def _undo_result(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome):
+    """How a compensation's attempt ends, and the execution's changes that keep its result."""
+    entry = compensations.next_entry(execution)
+    results = [*execution.compensation_results, compensations.result(entry, outcome.error)]
+    status = StepStatus.FAILED if outcome.failed else StepStatus.COMPLETED
+    moves = {"compensation_results": results, "attempt": 1, "recoveries": 0}
+    return _attempt_end(attempt, status, outcome), moves
+
+
+def _undone(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome) -> None:
+    """Keep a compensation's result; after the last one the phase ends, else the next
+    one goes through the queue."""
+    ending, moves = _undo_result(execution, attempt, outcome)
+    if compensations.entry_after(execution) is None:
+        status = compensations.final_status(moves["compensation_results"])
+        executions.finish(
+            execution, status, now=outcome.finished_at, own_end=(attempt.id, ending), **moves
+        )
+        return
+    executions.transition(
+        execution, execution.status, run_at=outcome.finished_at, **moves, **claims.LEASE_CLEARED
+    )
+    StepExecution.objects.filter(id=attempt.id).update(**ending)
+    claims.notify(execution.run_queue)
+
+
+def _retries_left(execution: WorkflowExecution, definition: Workflow, outcome: Outcome) -> bool:
+    policy = retry_policy(definition, running_node(definition, execution))
+    return outcome.retryable and execution.attempt < policy.max_attempts
+
+
 def record_failure(
     execution: WorkflowExecution, definition: Workflow, attempt: StepExecution, outcome: Outcome
 ) -> None:
-    """A failed attempt: retry later if the policy allows, else the execution fails."""
+    """A failed attempt: retry later if the policy allows, else the execution fails (a
+    compensation that fails for good is kept as such, and the next one runs)."""
     now = outcome.finished_at
-    policy = retry_policy(definition, definition.node(attempt.step_name))
-    if outcome.retryable and execution.attempt < policy.max_attempts:
+    if _retries_left(execution, definition, outcome):
+        policy = retry_policy(definition, running_node(definition, execution))
         executions.transition(
             execution,
-            ExecutionStatus.PENDING,
+            RELEASED_AS[execution.status],
             attempt=execution.attempt + 1,
             recoveries=0,
             run_at=now + policy.delay_after(execution.attempt),
@@ -454,6 +538,8 @@ def record_failure(
         if execution.ready:  # a retry due later is this worker's timer, not a NOTIFY
             claims.notify(execution.run_queue)
         _close_attempt(attempt, StepStatus.FAILED, outcome)
+    elif execution.status == ExecutionStatus.COMPENSATING:
+        _undone(execution, attempt, outcome)
     else:
         executions.finish(
             execution,

@@ -24,7 +24,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
-from . import claims, clock, codec, conf, forks, registry
+from . import claims, clock, codec, compensations, conf, forks, registry
 from .dsl.moves import End, Fork
 from .dsl.names import IDEMPOTENCY_KEY, QUEUE, checked_name
 from .errors import (
@@ -40,6 +40,7 @@ from .models import (
     ACTIVE_STATUSES,
     CLAIMED_AS,
     FINAL_STATUSES,
+    FORWARD_STATUSES,
     RELEASED_AS,
     TRANSITIONS,
     UNHELD_CLAIMABLE,
@@ -268,21 +269,30 @@ def cancel(
     execution_id: "uuid.UUID | str", reason: str | None = None, *, compensate: bool = False
 ) -> WorkflowExecution:
     """Stop an active execution (and its active children); a running attempt's result is
-    discarded because the cancellation revokes its run token."""
-    if compensate:
-        raise NotImplementedError("cancel(compensate=True) arrives with compensations.")
+    discarded because the cancellation revokes its run token. With `compensate`, the
+    compensations of its completed steps run first (`compensating`, then `compensated`
+    or `compensation_failed`); with nothing to undo it is simply cancelled."""
     with transaction.atomic():
         execution = lock_active(execution_id, "be cancelled")
-        _cancel_tree(execution, reason, clock.now())
+        _cancel_tree(execution, reason, clock.now(), compensate)
     return get_execution(execution.id)
 
 
-def _cancel_tree(execution: WorkflowExecution, reason: str | None, now: datetime) -> None:
+def _cancel_tree(
+    execution: WorkflowExecution, reason: str | None, now: datetime, compensate: bool
+) -> None:
     """Cancel an execution, then its active children (locked after it: the lock order)."""
-    finish(execution, ExecutionStatus.CANCELLED, fenced=False, now=now, cancel_reason=reason)
+    finish(
+        execution,
+        ExecutionStatus.CANCELLED,
+        fenced=False,
+        now=now,
+        compensate=compensate,
+        cancel_reason=reason,
+    )
     children = execution.children.select_for_update().active()
-    for child in children.order_by("id"):
-        _cancel_tree(child, reason, now)
+    for child in children.filter(kind=ExecutionKind.WORKFLOW).order_by("id"):
+        _cancel_tree(child, reason, now, compensate)
 
 
 def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
@@ -384,13 +394,14 @@ def hand_over(
     next_attempt: StepExecution,
     **changes: Any,
 ) -> None:
-    """A chained step: the finished attempt is closed with `finished` and the execution
-    moves on, held by the same worker under `next_attempt`'s id. One statement (one round
-    trip, its own commit) on PostgreSQL; one transaction elsewhere. LeaseLost if the
-    finished attempt no longer holds the execution."""
-    _check(execution.status, ExecutionStatus.RUNNING)
+    """A chained step (or compensation): the finished attempt is closed with `finished`
+    and the execution moves on in the same phase, held by the same worker under
+    `next_attempt`'s id. One statement (one round trip, its own commit) on PostgreSQL;
+    one transaction elsewhere. LeaseLost if the finished attempt no longer holds the
+    execution."""
+    _check(execution.status, execution.status)
     changes = {
-        "status": ExecutionStatus.RUNNING,
+        "status": execution.status,
         "ready": False,
         "run_token": next_attempt.id,
         **changes,
@@ -416,26 +427,41 @@ def finish(
     fenced: bool = True,
     now: datetime | None = None,
     own_end: tuple[uuid.UUID, dict] | None = None,
+    compensate: bool = False,
+    quiet: bool = False,
     **changes: Any,
 ) -> None:
     """End an execution (or start its compensating phase): the one place that does it.
 
-    In one go: the parent is locked first (lock order), the row gets its status, the
-    lease is cleared, the caller's own attempt is closed with `own_end` (its id and how
-    it ended), every other attempt still running or parked is closed, and every open
-    wait and pending input is withdrawn: one statement on PostgreSQL. Ending any other
-    way than completing also cancels the branches and items still running under it
-    (they are part of it; child workflows are not, `cancel` reaches those). Later
-    features hang their follow-ups here.
+    In one go: the parent is locked first (lock order); ending any other way than
+    completing cancels the branches and items still running under it (they are part of
+    it; child workflows are not, `cancel` reaches those); a failure (or a cancel with
+    `compensate`) with completed steps to undo becomes `compensating` instead
+    (`compensations.plan`); the row gets its status, the lease is cleared, the caller's
+    own attempt is closed with `own_end` (its id and how it ended), every other attempt
+    still running or parked is closed, and every open wait and pending input is
+    withdrawn: one statement on PostgreSQL. A branch or item that ends tells its block
+    (`_member_finished`) unless its parent is ending it (`quiet`).
     """
     _check(execution.status, status)
     now = now or clock.now()
+    if error is None and execution.status == ExecutionStatus.COMPENSATING:
+        error = execution.error  # the failure that started the compensations stays
     if execution.parent_id is not None:
         list(
             WorkflowExecution.objects.select_for_update()
             .filter(id=execution.parent_id)
             .values("id")
         )
+    if status != ExecutionStatus.COMPLETED:
+        _end_members(execution, status, changes.get("cancel_reason"), now)
+    if _undoes(execution, status, compensate):
+        entries = compensations.plan(execution)
+        if entries:
+            status = ExecutionStatus.COMPENSATING
+            changes.update(
+                compensation_plan=entries, compensation_results=[], attempt=1, run_at=now
+            )
     if status in FINAL_STATUSES:
         changes["completed_at"] = now
     changes = {"status": status, "error": error, **changes, **claims.LEASE_CLEARED}
@@ -456,22 +482,35 @@ def finish(
         PendingInput.objects.filter(execution=execution, status=InputStatus.PENDING).update(
             status=InputStatus.CANCELLED
         )
-    if status != ExecutionStatus.COMPLETED:
-        _end_members(execution, now)
-    if execution.kind != ExecutionKind.WORKFLOW:
+    if status == ExecutionStatus.COMPENSATING:
+        claims.notify(execution.run_queue)
+    if execution.kind != ExecutionKind.WORKFLOW and not quiet:
         _member_finished(execution, now)
 
 
-def _end_members(execution: WorkflowExecution, now: datetime) -> None:
-    """Branches and items of an execution that ended: locked after it, then cancelled."""
+def _undoes(execution: WorkflowExecution, status: str, compensate: bool) -> bool:
+    """Whether this ending runs compensations: a workflow going forward that fails, or
+    is cancelled with `compensate`."""
+    if execution.kind != ExecutionKind.WORKFLOW or execution.status not in FORWARD_STATUSES:
+        return False
+    return status == ExecutionStatus.FAILED or (status == ExecutionStatus.CANCELLED and compensate)
+
+
+def _end_members(
+    execution: WorkflowExecution, status: str, cancel_reason: str | None, now: datetime
+) -> None:
+    """Branches and items of an execution that ends, before it is written: locked after
+    it, then cancelled without telling it (it is ending them)."""
     members = execution.children.active().exclude(kind=ExecutionKind.WORKFLOW)
-    reason = f"its workflow ended ({execution.status})"
-    if execution.status == ExecutionStatus.CANCELLED:
-        reason = execution.cancel_reason
-    _cancel_members(members, reason, now)
+    reason = f"its workflow ended ({status})"
+    if status == ExecutionStatus.CANCELLED:
+        reason = cancel_reason
+    _cancel_members(members, reason, now, quiet=True)
 
 
-def _cancel_members(members: QuerySet, reason: str | None, now: datetime) -> None:
+def _cancel_members(
+    members: QuerySet, reason: str | None, now: datetime, quiet: bool = False
+) -> None:
     """Cancel active members, locked in id order: the items still held back (never
     started: nothing to close) in one statement, the others through `finish`."""
     held = members.filter(status=ExecutionStatus.PENDING, ready=False, run_at__isnull=True)
@@ -479,7 +518,14 @@ def _cancel_members(members: QuerySet, reason: str | None, now: datetime) -> Non
         status=ExecutionStatus.CANCELLED, cancel_reason=reason, completed_at=now
     )
     for member in members.select_for_update().order_by("id"):
-        finish(member, ExecutionStatus.CANCELLED, fenced=False, now=now, cancel_reason=reason)
+        finish(
+            member,
+            ExecutionStatus.CANCELLED,
+            fenced=False,
+            now=now,
+            quiet=quiet,
+            cancel_reason=reason,
+        )
 
 
 def fork(

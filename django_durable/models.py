@@ -40,7 +40,7 @@ _S = ExecutionStatus
 # (`executions.transition`/`finish`) checks every change against it; the claim and the
 # release follow CLAIMED_AS and RELEASED_AS. Drawn in docs/how-it-works.md.
 TRANSITIONS: dict[str, frozenset[str]] = {
-    _S.PENDING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED}),
+    _S.PENDING: frozenset({_S.RUNNING, _S.FAILED, _S.CANCELLED, _S.COMPENSATING}),
     _S.RUNNING: frozenset(
         {_S.RUNNING, _S.PENDING, _S.WAITING, _S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.COMPENSATING}
     ),

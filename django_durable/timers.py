@@ -74,7 +74,7 @@ def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
         return False
     definition = registry.get(execution.workflow_name)
     attempt = StepExecution.objects.get(id=run_token)
-    outcome = engine.timed_out_outcome(definition.node(execution.current_step))
+    outcome = engine.timed_out_outcome(engine.running_node(definition, execution))
     try:
         with transaction.atomic():
             engine.record_failure(execution, definition, attempt, outcome)

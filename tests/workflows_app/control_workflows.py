@@ -276,3 +276,101 @@ retrying_items = workflow(
     "tests.control.retrying_items",
     [foreach("send", emails, step(send_email, retry=Retry(max_attempts=2, base=0.001)))],
 )
+
+
+# -- sagas -------------------------------------------------------------------------------
+
+
+def undo_log(ctx, what):
+    count_call(f"undo:{what}")
+
+
+def cancel_flight(ctx):
+    undo_log(ctx, "flight")
+
+
+def cancel_hotel(ctx):
+    undo_log(ctx, "hotel")
+    if ctx.get("hotel_undo_fails"):
+        raise RuntimeError("hotel API down")
+
+
+def refund_card(ctx):
+    undo_log(ctx, "card")
+
+
+@step(compensate="cancel_flight")
+def book_flight(ctx):
+    count_call("book_flight")
+    return assign(ctx, "flight", "LH123")
+
+
+@step(compensate=cancel_hotel)
+def book_hotel(ctx):
+    count_call("book_hotel")
+    return assign(ctx, "hotel", "Ritz")
+
+
+@step(compensate="refund_card", retry=Retry(max_attempts=2, base=0.001))
+def charge_card(ctx):
+    count_call("charge_card")
+    if ctx.get("card_declined"):
+        raise RuntimeError("card declined")
+    return assign(ctx, "charged", True)
+
+
+def confirm(ctx):
+    if ctx.get("confirm_fails"):
+        raise RuntimeError("confirmation failed")
+    if ctx.get("wait_before_confirm"):
+        wait_for_event("confirm")
+    return assign(ctx, "confirmed", True)
+
+
+trip = workflow(
+    "tests.control.trip",
+    [book_flight, book_hotel, charge_card, confirm],
+    compensations=[cancel_flight, step(refund_card, retry=Retry(max_attempts=3, base=0.001))],
+)
+
+
+def reserve_stock(ctx, item, index):
+    count_call(f"reserve:{item}")
+    if item == ctx.get("out_of_stock"):
+        raise RuntimeError(f"{item} is out of stock")
+    return {"reserved": item}
+
+
+def release_stock(ctx, item, index):
+    count_call(f"release:{item}")
+
+
+def notify_warehouse(ctx):
+    count_call("notify_warehouse")
+    if ctx.get("warehouse_down"):
+        raise RuntimeError("warehouse down")
+    return {"notified": True}
+
+
+def recall_notice(ctx):
+    count_call("recall_notice")
+
+
+order_saga = workflow(
+    "tests.control.order_saga",
+    [
+        book_flight,
+        parallel(
+            step(notify_warehouse, compensate=recall_notice),
+            foreach(
+                "reserve",
+                lambda ctx: ctx["items"],
+                step(reserve_stock, compensate=release_stock),
+                concurrency=1,
+            ),
+            name="prepare",
+        ),
+        confirm,
+    ],
+    compensations=[cancel_flight],
+)
