@@ -229,10 +229,12 @@ def _by_idempotency_key(workflow_name: str, key: str | None) -> uuid.UUID | None
 def get_execution(
     execution_id: "uuid.UUID | str", include_steps: bool = False
 ) -> WorkflowExecution:
-    """Load an execution; with `include_steps`, `execution.steps` lists its attempts in order."""
+    """Load an execution; with `include_steps`, `execution.steps` lists its attempts,
+    those of its parallel branches and foreach items, and its compensations, in the
+    order they happened, each block's members grouped after it (`forks.timeline`)."""
     execution = WorkflowExecution.objects.by_id(execution_id)
     if include_steps:
-        execution.steps = list(execution.step_executions.order_by("started_at", "attempt"))
+        execution.steps = forks.timeline(execution)
     return execution
 
 

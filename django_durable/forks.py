@@ -17,7 +17,7 @@ from typing import Any
 
 from . import codec
 from .dsl import Fork, Graph, MemberResult
-from .models import ExecutionKind, ExecutionStatus, WorkflowExecution
+from .models import ExecutionKind, ExecutionStatus, StepExecution, WorkflowExecution
 from .scope import Suspend
 
 JOIN_KEY = "join"  # what a block's node parks on while its members run
@@ -159,3 +159,48 @@ def _members(execution: WorkflowExecution, visit: int | None = None):
         parent_id=execution.id,
         parent_step_seq=execution.step_seq if visit is None else visit,
     ).exclude(kind=ExecutionKind.WORKFLOW)
+
+
+def timeline(execution: WorkflowExecution) -> list[StepExecution]:
+    """The attempts of an execution and of its members, in an order a person can
+    follow: its own attempts as they started, each block's members right after the
+    attempt that forked them, member by member (in item order), and each member's own
+    attempts (and its members') in turn. Every row tells which unit ran it: `unit` is
+    None for the execution's own rows, else the member's `kind` and `item_index`."""
+    rows = list(
+        StepExecution.objects.filter(execution__root_id=execution.root_id)
+        .select_related("execution")
+        .order_by("started_at", "attempt")
+    )
+    own: dict[uuid.UUID, list] = {}
+    for row in rows:
+        own.setdefault(row.execution_id, []).append(row)
+    members: dict[uuid.UUID, list[WorkflowExecution]] = {}
+    for member in {row.execution for row in rows if row.execution.kind != ExecutionKind.WORKFLOW}:
+        members.setdefault(member.parent_id, []).append(member)
+    ordered = _walk(execution.id, own, members)
+    for row in ordered:
+        unit = row.execution
+        row.unit = None if unit.id == execution.id else (unit.kind, unit.item_index)
+    return ordered
+
+
+def _walk(execution_id: uuid.UUID, own: dict, members: dict) -> list[StepExecution]:
+    ordered, under = [], sorted(members.get(execution_id, []), key=_member_order)
+    for row in own.get(execution_id, []):
+        ordered.append(row)
+        while under and under[0].created_at <= _next_start(row, own[execution_id]):
+            ordered.extend(_walk(under.pop(0).id, own, members))
+    for member in under:
+        ordered.extend(_walk(member.id, own, members))
+    return ordered
+
+
+def _member_order(member: WorkflowExecution) -> tuple:
+    return (member.created_at, member.parent_step_seq or 0, member.item_index or 0)
+
+
+def _next_start(row: StepExecution, rows: list[StepExecution]) -> datetime:
+    """When the attempt after `row` started: members created before then are its."""
+    later = [other.started_at for other in rows if other.started_at > row.started_at]
+    return min(later) if later else datetime.max.replace(tzinfo=row.started_at.tzinfo)

@@ -130,3 +130,16 @@ def test_compensations_are_attempts_that_send_event_cannot_wake():
     with pytest.raises(Exception, match="cannot receive events"):
         send_event(eid, "confirm")
     assert execution.status == "compensated"
+
+
+def test_include_steps_lists_compensations_after_the_steps_they_undo():
+    eid = executions.start(wf.trip, {"confirm_fails": True})
+    settle(eid)
+    steps = executions.get_execution(eid, include_steps=True).steps
+    undoing = [(s.step_name, s.compensation_for) for s in steps if s.is_compensation]
+    assert undoing == [
+        ("refund_card", "charge_card"),
+        ("cancel_hotel", "book_hotel"),
+        ("cancel_flight", "book_flight"),
+    ]
+    assert not any(s.is_compensation for s in steps[:4])

@@ -360,3 +360,56 @@ def test_list_executions_shows_workflows_not_their_members():
     execution = run(wf.dashboard, {"user_id": 7})
     listed = list(executions.list_executions())
     assert [e.id for e in listed] == [execution.id]
+
+
+# -- reading it back ---------------------------------------------------------------------
+
+
+def test_include_steps_groups_each_blocks_members_after_it():
+    eid = executions.start(wf.bulk_email, {"to": ["a", "b", "c"], "subject": "s"})
+    run_until_idle()
+    steps = executions.get_execution(eid, include_steps=True).steps
+    assert [(s.step_name, s.status, s.unit) for s in steps] == [
+        ("send", "resumed", None),
+        ("send/send_email", "completed", ("item", 0)),
+        ("send/send_email", "completed", ("item", 1)),
+        ("send/send_email", "completed", ("item", 2)),
+        ("send", "completed", None),
+        ("done", "completed", None),
+    ]
+
+
+def test_include_steps_shows_nested_members_and_compensations():
+    eid = executions.start(wf.foreach_in_parallel, {"regions": ["eu", "us"], "user_id": 1})
+    run_until_idle()
+    steps = executions.get_execution(eid, include_steps=True).steps
+    names = [s.step_name for s in steps]
+    assert names[0] == "both" and names[-2:] == ["both", "summarize"]
+    regions = names.index("both/regions")
+    assert names[regions + 1 : regions + 3] == ["both/regions/count_region"] * 2
+    assert len(steps) == 8
+
+
+def test_the_last_member_to_finish_makes_the_parent_runnable_as_it_is_recorded():
+    eid = executions.start(wf.dashboard, {"user_id": 7})
+    assert run_until_idle(max_steps=2) == 2  # the fork, then one branch
+    parent = WorkflowExecution.objects.get(id=eid)
+    assert (parent.status, parent.ready) == ("waiting", False)
+    assert run_until_idle(max_steps=1) == 1  # the other branch: the last one
+    parent = WorkflowExecution.objects.get(id=eid)
+    assert (parent.status, parent.ready) == ("waiting", True)
+
+
+def test_a_block_reached_again_joins_only_its_own_members():
+    definition = workflow(
+        "tests.control.loop_over_block",
+        [wf.bump, parallel(wf.fetch_user, name="fan"), decision(wf.again)],
+    )
+    try:
+        execution = run(definition, {"user_id": 1, "until": 3})
+    finally:
+        registry.unregister(definition.name)
+    assert execution.status == "completed", execution.error
+    assert execution.context["rounds"] == 3
+    assert WorkflowExecution.objects.filter(parent=execution).count() == 3
+    assert calls["fetch_user"] == 3
