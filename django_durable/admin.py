@@ -7,10 +7,19 @@ resume actions), never through editing rows.
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
 
-from . import executions
+from . import executions, forks
 from .errors import DurableError
-from .models import Event, PendingInput, StepExecution, Wait, Worker, WorkflowExecution
+from .models import (
+    Event,
+    ExecutionKind,
+    PendingInput,
+    StepExecution,
+    Wait,
+    Worker,
+    WorkflowExecution,
+)
 
 
 class ReadOnlyMixin:
@@ -30,13 +39,6 @@ class ReadOnlyInline(ReadOnlyMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-
-
-class StepExecutionInline(ReadOnlyInline):
-    model = StepExecution
-    fields = ("step_name", "attempt", "status", "started_at", "duration_ms", "worker", "error")
-    readonly_fields = fields
-    ordering = ("started_at",)
 
 
 class WaitInline(ReadOnlyInline):
@@ -59,6 +61,32 @@ class EventInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+class KindFilter(admin.SimpleListFilter):
+    """Workflows by default: their parallel branches and foreach items (thousands, for
+    a big foreach) are shown on the workflow's page, and listed here only on request."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return [*ExecutionKind.choices[1:], ("all", "All rows")]
+
+    def choices(self, changelist):
+        for lookup, title in [(None, "Workflows"), *self.lookup_choices]:
+            yield {
+                "selected": self.value() == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup})
+                if lookup
+                else changelist.get_query_string(remove=[self.parameter_name]),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        if self.value() == "all":
+            return queryset
+        return queryset.filter(kind=self.value() or ExecutionKind.WORKFLOW)
+
+
 @admin.register(WorkflowExecution)
 class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
@@ -71,11 +99,28 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "created_at",
         "completed_at",
     )
-    list_filter = ("status", "workflow_name", "queue", "created_at")
+    list_filter = (KindFilter, "status", "workflow_name", "queue", "created_at")
     search_fields = ("id", "workflow_name", "idempotency_key")
     date_hierarchy = "created_at"
-    inlines = [StepExecutionInline, WaitInline, PendingInputInline, EventInline]
-    readonly_fields = [field.name for field in WorkflowExecution._meta.fields]
+    inlines = [WaitInline, PendingInputInline, EventInline]
+    readonly_fields = ["timeline", *[field.name for field in WorkflowExecution._meta.fields]]
+    fields = readonly_fields
+
+    @admin.display(description="Steps")
+    def timeline(self, obj: WorkflowExecution) -> str:
+        """Every attempt of the execution, of its branches and items (grouped after the
+        block that started them) and its compensations, as `forks.timeline` orders them."""
+        rows = forks.timeline(obj)
+        if not rows:
+            return "-"
+        header = format_html_join("", "<th>{}</th>", [(title,) for title in TIMELINE_COLUMNS])
+        body = format_html_join("", "{}", [(_timeline_row(row),) for row in rows])
+        return format_html(
+            '<table class="durable-timeline"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>',
+            header,
+            body,
+        )
+
     actions = ["cancel_executions", "resume_executions"]
 
     @admin.display(description="id", ordering="id")
@@ -105,6 +150,35 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         """Who may cancel and resume. The rows themselves are never edited in the admin:
         a form save would overwrite what a worker commits meanwhile."""
         return request.user.has_perm("django_durable.change_workflowexecution")
+
+
+TIMELINE_COLUMNS = ("Step", "Unit", "Attempt", "Status", "Started", "Duration (ms)", "Error")
+
+
+def _timeline_row(row: StepExecution) -> str:
+    if row.unit is None:
+        unit = ""
+    else:
+        kind, index = row.unit
+        unit = f"item {index}" if kind == ExecutionKind.ITEM else "branch"
+    step = row.step_name
+    if row.is_compensation:
+        step = f"{row.step_name} (undoes {row.compensation_for})"
+    error = ""
+    if row.error:
+        error = f"{row.error.get('type', '')}: {row.error.get('message', '')}"
+    return format_html(
+        '<tr class="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+        "<td>{}</td></tr>",
+        "compensation" if row.is_compensation else unit.split(" ")[0] or "own",
+        step,
+        unit,
+        row.attempt,
+        row.status,
+        row.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "" if row.duration_ms is None else row.duration_ms,
+        error,
+    )
 
 
 @admin.register(PendingInput)

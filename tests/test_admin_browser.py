@@ -86,3 +86,30 @@ def test_admin_cancel_action_cancels_the_selected_execution(page, live_server):
     page.wait_for_selector(".messagelist")
     assert "1 execution(s) cancelled." in page.locator(".messagelist").inner_text()
     assert durable.get_execution(execution_id).status == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_execution_page_shows_branches_items_and_compensations_in_order(page, live_server):
+    from tests.workflows_app.control_workflows import order_saga
+
+    execution_id = durable.start(order_saga, {"items": ["mug", "pot"], "out_of_stock": "pot"})
+    run_until_idle()
+    assert durable.get_execution(execution_id).status == "compensated"
+    log_in(page, live_server)
+
+    page.goto(f"{live_server.url}/admin/django_durable/workflowexecution/")
+    listed = page.locator("#result_list tbody tr")
+    assert listed.count() == 1  # the workflow, not its branches and items
+    assert "order_saga" in listed.first.inner_text()
+
+    page.goto(f"{live_server.url}/admin/django_durable/workflowexecution/{execution_id}/change/")
+    rows = page.locator("table.durable-timeline tbody tr")
+    texts = [rows.nth(index).inner_text() for index in range(rows.count())]
+    steps = [text.split("\t")[0] for text in texts]
+    assert steps[0] == "book_flight"
+    assert steps.index("prepare/notify_warehouse") > steps.index("prepare")
+    items = [text for text in texts if "item 0" in text or "item 1" in text]
+    assert [("item 0" in text) for text in items][:1] == [True]
+    undoing = [step for step in steps if "(undoes" in step]
+    assert undoing[-1] == "cancel_flight (undoes book_flight)"
+    assert page.locator("table.durable-timeline tr.compensation").count() == len(undoing)
