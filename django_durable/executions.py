@@ -298,7 +298,9 @@ def _cancel_tree(
 
 
 def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
-    """Run a failed or cancelled execution again from the step that stopped it."""
+    """Run a failed or cancelled execution again from the node that stopped it. Stopped
+    in a parallel block or a foreach, only its branches or items that did not complete
+    run again; the completed ones keep their results."""
     with transaction.atomic():
         execution = lock(execution_id)
         if execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
@@ -306,27 +308,61 @@ def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
                 f"Execution {execution.id} is {execution.status}; only failed or cancelled "
                 "executions can be resumed."
             )
+        if execution.kind != ExecutionKind.WORKFLOW:
+            raise ExecutionNotResumable(
+                f"Execution {execution.id} is a {execution.kind} of {execution.parent_id}; "
+                "resume that execution instead."
+            )
         definition = registry.get(execution.workflow_name)
         now = clock.now()
         current = execution.current_step or definition.entry(lambda: execution.context).node_id
-        run_queue = definition.run_queue(current, execution.queue)
-        transition(
-            execution,
-            ExecutionStatus.PENDING,
-            fenced=False,
-            current_step=current,
-            attempt=1,
-            step_seq=execution.step_seq + 1,
-            recoveries=0,
-            error=None,
-            completed_at=None,
-            run_at=now,
-            run_queue=run_queue,
-            deadline=now + definition.timeout if definition.timeout else None,
-            **claims.LEASE_CLEARED,
-        )
-        claims.notify(run_queue)
+        deadline = now + definition.timeout if definition.timeout else None
+        _restart(execution, definition, current, now, deadline=deadline)
     return get_execution(execution.id)
+
+
+def _restart(
+    execution: WorkflowExecution,
+    definition: registry.Definition,
+    node_id: str,
+    now: datetime,
+    **changes: Any,
+) -> None:
+    """Make a failed or cancelled row runnable again at `node_id`. At a block that had
+    forked, the visit goes on (its completed members still count) and its unfinished
+    members restart, as far as the block's concurrency lets them."""
+    reopened = _reopen_members(execution, definition, now)
+    run_queue = definition.run_queue(node_id, execution.queue)
+    transition(
+        execution,
+        ExecutionStatus.PENDING,
+        fenced=False,
+        current_step=node_id,
+        attempt=1,
+        step_seq=execution.step_seq if reopened else execution.step_seq + 1,
+        recoveries=0,
+        error=None,
+        completed_at=None,
+        run_queue=run_queue,
+        **{"run_at": now, **changes},
+        **claims.LEASE_CLEARED,
+    )
+    claims.notify(run_queue)
+
+
+def _reopen_members(
+    execution: WorkflowExecution, definition: registry.Definition, now: datetime
+) -> bool:
+    """Restart the members of the block `execution` stopped at that did not complete;
+    False if it had not forked there."""
+    members = forks.members_to_reopen(execution)
+    if members is None:
+        return False
+    limit = getattr(definition.node(execution.current_step), "concurrency", None)
+    for position, member in enumerate(members):
+        held = limit is not None and position >= limit
+        _restart(member, definition, member.current_step, now, run_at=None if held else now)
+    return True
 
 
 def lock(execution_id: "uuid.UUID | str") -> WorkflowExecution:
@@ -557,10 +593,11 @@ def _member_finished(member: WorkflowExecution, now: datetime) -> None:
     A failure in a `fail_fast` block cancels the block's other members; an item that
     ended lets the next held one run; the last member to end wakes the parent, which
     joins the results. Nothing, if the parent no longer waits on this block (it ended,
-    or moved on and these members were left behind).
+    or moved on and these members were left behind). A parent not parked on it yet (a
+    resumed one) finds its members joined when it parks (`waits.can_resume`).
     """
     parent = WorkflowExecution.objects.get(id=member.parent_id)
-    if parent.status != ExecutionStatus.WAITING or parent.step_seq != member.parent_step_seq:
+    if parent.status not in FORWARD_STATUSES or parent.step_seq != member.parent_step_seq:
         return
     block = registry.get(parent.workflow_name).node(parent.current_step)
     if member.status == ExecutionStatus.FAILED and block.on_error == "fail_fast":
@@ -570,7 +607,7 @@ def _member_finished(member: WorkflowExecution, now: datetime) -> None:
         queue = forks.release_next_held(parent, now)
         if queue is not None:
             claims.notify(queue)
-    if forks.all_joined(parent):
+    if parent.status == ExecutionStatus.WAITING and forks.all_joined(parent):
         wake(parent)
 
 

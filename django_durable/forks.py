@@ -23,7 +23,7 @@ from .scope import Suspend
 JOIN_KEY = "join"  # what a block's node parks on while its members run
 INSERT_BATCH = 1000
 _CONTEXT_CACHE_SIZE = 64
-_parent_contexts: dict[tuple, Any] = {}  # (parent id, visit) -> its stored context
+_parent_contexts: dict[tuple, Any] = {}  # (parent, its visit, item's visit) -> context
 
 _RESULT_STATUS = {
     ExecutionStatus.COMPLETED: "completed",
@@ -110,6 +110,16 @@ def members_of(execution: WorkflowExecution) -> list[MemberResult] | None:
     return results
 
 
+def members_to_reopen(execution: WorkflowExecution) -> list[WorkflowExecution] | None:
+    """The members of the block `execution` stopped at that failed or were cancelled,
+    locked, in member order; None if it had not forked at this visit."""
+    members = _members(execution)
+    if not members.exists():
+        return None
+    stopped = members.filter(status__in=(ExecutionStatus.FAILED, ExecutionStatus.CANCELLED))
+    return list(stopped.select_for_update().order_by("item_index"))
+
+
 def open_members(parent: WorkflowExecution, visit: int | None = None):
     """The members of `parent`'s block (of step visit `visit`, default its current one)
     that have not finished (durable_exec_open_members)."""
@@ -140,8 +150,9 @@ def release_next_held(parent: WorkflowExecution, now: datetime) -> str | None:
 
 def parent_context(member: WorkflowExecution) -> dict:
     """The context of the block an item belongs to, as stored: the parent is parked on
-    the block while its items run, so it is read once per visit and decoded per use."""
-    key = (member.parent_id, member.parent_step_seq)
+    the block while its items run, so it is read once per visit (and again for items
+    restarted by a resume, whose own visit count moved on) and decoded per use."""
+    key = (member.parent_id, member.parent_step_seq, member.step_seq)
     stored = _parent_contexts.get(key)
     if stored is None:
         context = WorkflowExecution.objects.filter(id=member.parent_id).values_list(

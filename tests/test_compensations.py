@@ -143,3 +143,14 @@ def test_include_steps_lists_compensations_after_the_steps_they_undo():
         ("cancel_flight", "book_flight"),
     ]
     assert not any(s.is_compensation for s in steps[:4])
+
+
+def test_a_compensation_is_retried_by_its_own_policy():
+    eid = executions.start(wf.trip, {"confirm_fails": True, "refund_flaky": True})
+    execution = settle(eid)
+    assert execution.status == "compensated"
+    assert calls["undo:card"] == 2
+    assert compensation_rows(execution)[:2] == [
+        ("refund_card", "charge_card", "failed"),
+        ("refund_card", "charge_card", "completed"),
+    ]

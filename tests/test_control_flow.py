@@ -3,6 +3,7 @@
 import pytest
 
 from django_durable import (
+    ExecutionNotResumable,
     WorkflowDefinitionError,
     branch,
     decision,
@@ -234,8 +235,12 @@ def test_waits_inside_branches_are_answered_through_the_parent_id():
     send_event(eid, "go", {"now": True})
     provide_input(eid, "ok?", "approved")
     run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).status == "waiting"  # one still naps
+    advance_clock(3600)
+    run_until_idle()
     execution = WorkflowExecution.objects.get(id=eid)
     assert execution.status == "completed", execution.error
+    assert execution.context["__results__"]["naps"] == ["ok", {"napped": True}]
     assert execution.context["__results__"]["waits_for_go"] == ["ok", {"go": {"now": True}}]
     assert execution.context["__results__"]["asks_person"] == ["ok", {"answer": "approved"}]
 
@@ -413,3 +418,54 @@ def test_a_block_reached_again_joins_only_its_own_members():
     assert execution.context["rounds"] == 3
     assert WorkflowExecution.objects.filter(parent=execution).count() == 3
     assert calls["fetch_user"] == 3
+
+
+# -- resuming a block ---------------------------------------------------------------------
+
+
+def test_resuming_a_failed_parallel_reruns_only_the_branches_that_did_not_complete():
+    eid = executions.start(wf.dashboard, {"user_id": 7, "orders_fail": True})
+    run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).status == "failed"
+    WorkflowExecution.objects.filter(id=eid).update(context={"user_id": 7})  # fixed
+    WorkflowExecution.objects.filter(parent_id=eid).update(context={"user_id": 7})
+    executions.resume(eid)
+    run_until_idle()
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert execution.status == "completed", execution.error
+    assert calls["fetch_user"] == 1 and calls["fetch_orders"] == 2
+    assert execution.context["__results__"]["orders_result"] == ["ok", {"orders": [1, 2]}]
+    assert WorkflowExecution.objects.filter(parent_id=eid).count() == 2
+
+
+def test_resuming_a_failed_foreach_keeps_completed_items_and_its_concurrency():
+    eid = executions.start(
+        wf.bulk_email, {"to": ["a", "b", "c", "d", "e"], "bounce": ["b"], "subject": "s"}
+    )
+    run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).status == "failed"
+    WorkflowExecution.objects.filter(id=eid).update(
+        context={"to": ["a", "b", "c", "d", "e"], "subject": "s"}
+    )
+    executions.resume(eid)
+    items = WorkflowExecution.objects.filter(parent_id=eid).order_by("item_index")
+    assert [(i.status, i.ready) for i in items] == [
+        ("completed", False),
+        ("pending", True),
+        ("pending", True),
+        ("pending", False),
+        ("pending", False),
+    ]
+    run_until_idle()
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert execution.status == "completed", execution.error
+    assert [r[1]["sent"] for r in execution.context["__results__"]["send"]] == list("abcde")
+    assert calls["send:a"] == 1 and calls["send:b"] == 2
+
+
+def test_a_branch_or_item_cannot_be_resumed_on_its_own():
+    eid = executions.start(wf.dashboard, {"user_id": 7, "orders_fail": True})
+    run_until_idle()
+    member = WorkflowExecution.objects.get(parent_id=eid, status="failed")
+    with pytest.raises(ExecutionNotResumable, match="resume that execution"):
+        executions.resume(member.id)

@@ -3,6 +3,7 @@ importable by worker processes (they load installed apps' workflows)."""
 
 import os
 import time
+from datetime import timedelta
 
 from django_durable import (
     DEFAULT,
@@ -16,9 +17,9 @@ from django_durable import (
     workflow,
 )
 from django_durable.helpers import assign
-from django_durable.waits import wait_for_event, wait_for_input
+from django_durable.waits import sleep, wait_for_event, wait_for_input
 
-from ..calls import count_call
+from ..calls import calls, count_call
 
 
 def classify(ctx):
@@ -150,6 +151,11 @@ def fails_when_told(ctx):
     raise RuntimeError("told to fail")
 
 
+def naps(ctx):
+    sleep(timedelta(hours=1))
+    return {"napped": True}
+
+
 def asks_person(ctx):
     return {"answer": wait_for_input("ok?", type="approval")}
 
@@ -193,7 +199,7 @@ dashboard_into = workflow(
 )
 waiting_branches = workflow(
     "tests.control.waiting_branches",
-    [parallel(waits_for_go, asks_person, fetch_user, name="gather"), summarize],
+    [parallel(waits_for_go, asks_person, fetch_user, naps, name="gather"), summarize],
 )
 slow_and_failing = workflow(
     "tests.control.slow_and_failing",
@@ -297,6 +303,8 @@ def cancel_hotel(ctx):
 
 def refund_card(ctx):
     undo_log(ctx, "card")
+    if ctx.get("refund_flaky") and calls["undo:card"] == 1:
+        raise RuntimeError("refund timed out")
 
 
 @step(compensate="cancel_flight")
