@@ -25,8 +25,10 @@ INSERT_BATCH = 1000
 _CONTEXT_CACHE_SIZE = 64
 _parent_contexts: dict[tuple, Any] = {}  # (parent, its visit, item's visit) -> context
 
+# How a member that ended shows in its block's results; any other status: still running.
 _RESULT_STATUS = {
     ExecutionStatus.COMPLETED: "completed",
+    ExecutionStatus.FAILED: "failed",
     ExecutionStatus.CANCELLED: "cancelled",
 }
 
@@ -98,15 +100,13 @@ def members_of(execution: WorkflowExecution) -> list[MemberResult] | None:
         return None
     results = []
     for index, status, kind, context, error, completed_at in rows:
-        if status not in _RESULT_STATUS and status != ExecutionStatus.FAILED:
+        outcome = _RESULT_STATUS.get(status)
+        if outcome is None:
             raise Suspend(JOIN_KEY, None)
-        data = context.get("result") if kind == ExecutionKind.ITEM else context
-        outcome = _RESULT_STATUS.get(status, "failed")
-        results.append(
-            MemberResult(
-                index, outcome, data if outcome == "completed" else None, error, completed_at
-            )
-        )
+        data = None
+        if outcome == "completed":
+            data = context.get("result") if kind == ExecutionKind.ITEM else context
+        results.append(MemberResult(index, outcome, data, error, completed_at))
     return results
 
 
@@ -120,11 +120,10 @@ def members_to_reopen(execution: WorkflowExecution) -> list[WorkflowExecution] |
     return list(stopped.select_for_update().order_by("item_index"))
 
 
-def open_members(parent: WorkflowExecution, visit: int | None = None):
-    """The members of `parent`'s block (of step visit `visit`, default its current one)
-    that have not finished (durable_exec_open_members)."""
-    visit = parent.step_seq if visit is None else visit
-    return _members(parent, visit).active()
+def open_members(parent: WorkflowExecution):
+    """The members of the block `parent` is at that have not finished
+    (durable_exec_open_members)."""
+    return _members(parent).active()
 
 
 def all_joined(execution: WorkflowExecution) -> bool:
@@ -165,10 +164,10 @@ def parent_context(member: WorkflowExecution) -> dict:
     return codec.decode(stored)
 
 
-def _members(execution: WorkflowExecution, visit: int | None = None):
+def _members(execution: WorkflowExecution):
+    """The members forked at the execution's current step visit."""
     return WorkflowExecution.objects.filter(
-        parent_id=execution.id,
-        parent_step_seq=execution.step_seq if visit is None else visit,
+        parent_id=execution.id, parent_step_seq=execution.step_seq
     ).exclude(kind=ExecutionKind.WORKFLOW)
 
 
