@@ -132,26 +132,30 @@ def _unit(run: Run) -> forks.Unit:
     return forks.Unit(execution, graph, execution.current_step)
 
 
-def _new_attempt(run: Run, node: Step, attempt_id: uuid.UUID, number: int) -> StepExecution:
-    """An attempt row for `node`, marked as a compensation while the execution undoes."""
-    undoing = run.execution.status == ExecutionStatus.COMPENSATING
+def _new_attempt(
+    run: Run, node: Step, attempt_id: uuid.UUID, number: int, undoes: dict | None = None
+) -> StepExecution:
+    """An attempt row for `node`; for a compensation, of the plan entry it `undoes`."""
     return StepExecution(
         id=attempt_id,
         execution=run.execution,
-        step_name=node.name if undoing else run.execution.current_step,
+        step_name=node.name if undoes else run.execution.current_step,
         attempt=number,
         status=StepStatus.RUNNING,
         worker=run.worker,
         started_at=clock.now(),
-        is_compensation=undoing,
-        compensation_for=compensations.next_entry(run.execution)["step"] if undoing else None,
+        is_compensation=undoes is not None,
+        compensation_for=undoes["step"] if undoes else None,
     )
 
 
 def _open_first_attempt(run: Run, node: Step) -> StepExecution | None:
     """The claim's first attempt, if the claim still holds (see `claims.start_attempt`)."""
     execution = run.execution
-    attempt = _new_attempt(run, node, execution.run_token, execution.attempt)
+    undoes = None
+    if execution.status == ExecutionStatus.COMPENSATING:
+        undoes = compensations.next_entry(execution)
+    attempt = _new_attempt(run, node, execution.run_token, execution.attempt, undoes)
     if not claims.start_attempt(attempt, execution.id, execution.run_token):
         return None
     return attempt
@@ -480,8 +484,7 @@ def _compensation_done(run: Run, attempt: StepExecution, outcome: Outcome, must_
             _undone(execution, attempt, outcome)
         return None
     node = compensations.compensation(run.definition, upcoming)
-    next_attempt = _new_attempt(run, node, uuid.uuid4(), 1)
-    next_attempt.compensation_for = upcoming["step"]
+    next_attempt = _new_attempt(run, node, uuid.uuid4(), 1, upcoming)
     run.tokens.add(next_attempt.id)
     ending, moves = _undo_result(execution, attempt, outcome)
     executions.hand_over(execution, attempt.id, ending, next_attempt, **moves)
