@@ -3,6 +3,7 @@
 from django_durable import workflow
 
 from . import control_workflows, failover_workflows, worker_workflows  # noqa: F401
+from .crash_control_workflows import crash_parallel, crash_saga  # noqa: F401
 
 
 def say_hello(ctx):
