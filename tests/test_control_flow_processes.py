@@ -31,16 +31,6 @@ INTERRUPTED_AS = "WorkerLost" if IS_SQLITE else "LeaseExpired"
 FINISHED = ("completed", "failed", "cancelled", "compensated", "compensation_failed")
 
 
-@pytest.fixture
-def workers(transactional_db, tmp_path):
-    """Workers still running are killed at the end, before the test database is flushed;
-    their logs are printed ("Captured stdout teardown" of a failing test)."""
-    pool = WorkerPool(tmp_path)
-    yield pool
-    pool.close()
-    print(pool.report())
-
-
 # -- helpers -------------------------------------------------------------------------------
 
 

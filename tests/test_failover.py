@@ -23,7 +23,7 @@ import pytest
 
 import django_durable as durable
 from django_durable.models import StepExecution, WorkflowExecution
-from tests.worker_support import WorkerPool, needs_postgres, terminate_other_connections, wait_for
+from tests.worker_support import needs_postgres, terminate_other_connections, wait_for
 from tests.workflows_app.failover_workflows import (
     awaiting,
     chain,
@@ -47,16 +47,6 @@ OUTAGE_GAP_SECONDS = 0.3
 FINISHED = {"completed", "failed", "cancelled", "compensated", "compensation_failed"}
 # What a lost connection or a lapsed lease records on the attempt it cut short.
 INTERRUPTIONS = {"WorkerError", "LeaseExpired", "WorkerLost"}
-
-
-@pytest.fixture
-def workers(transactional_db, tmp_path):
-    """Workers still running are killed at the end, before the test database is flushed;
-    their logs are printed ("Captured stdout teardown" of a failing test)."""
-    pool = WorkerPool(tmp_path)
-    yield pool
-    pool.close()
-    print(pool.report())
 
 
 def statuses(ids) -> Counter:

@@ -42,17 +42,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 THREE_STEPS = ["first", "second", "third"]
 
 
-@pytest.fixture
-def workers(transactional_db, tmp_path):
-    """Start workers with `workers.start(...)`; any still running are killed at the end
-    (before the test database is flushed). Their logs are printed, so a failing test
-    shows them under "Captured stdout teardown"."""
-    pool = WorkerPool(tmp_path)
-    yield pool
-    pool.close()
-    print(pool.report())
-
-
 # -- helpers -------------------------------------------------------------------------------
 
 
