@@ -35,3 +35,41 @@ def await_go(ctx):
 
 
 waiter = workflow("bench.wait", [step(await_go, name="wait")])
+
+
+# bench/bench_control.py: a parallel block of 10 no-op branches, and foreach blocks of
+# no-op items, one workflow `bench.foreach<C>` per foreach concurrency C listed in
+# DURABLE_BENCH_FOREACH_CONCURRENCY (set by bench_control.py for itself and its workers).
+from django_durable import foreach, parallel  # noqa: E402
+
+BRANCHES = 10
+
+
+def noop(ctx):
+    """Change nothing: the context stays as stored."""
+    return None
+
+
+parallel10 = workflow(
+    "bench.parallel10",
+    [parallel(*[step(noop, name=f"b{i}") for i in range(BRANCHES)], name="fan")],
+)
+
+
+def item_numbers(ctx):
+    """The foreach's items: 0 .. ctx["items"] - 1."""
+    return list(range(ctx["items"]))
+
+
+def echo_item(ctx, item, index):
+    """A no-op item: its result is the item itself, so the bench can check the order."""
+    return item
+
+
+FOREACH_CONCURRENCIES = sorted(
+    {int(c) for c in os.environ.get("DURABLE_BENCH_FOREACH_CONCURRENCY", "10,50").split(",") if c}
+)
+foreach_workflows = {
+    c: workflow(f"bench.foreach{c}", [foreach("items", item_numbers, echo_item, concurrency=c)])
+    for c in FOREACH_CONCURRENCIES
+}

@@ -56,10 +56,6 @@ documents = workflow(
 )
 
 
-def tier(ctx):
-    return ctx
-
-
 def flag_premium(ctx):
     return assign(ctx, "premium", True)
 
