@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 
 from . import clock, conf
 from .models import (
+    ACTIVE_STATUSES,
     CLAIMED_AS,
     ExecutionStatus,
     InputStatus,
@@ -227,11 +228,14 @@ def end(
     own_end: tuple[uuid.UUID, dict] | None,
     interruption: dict,
     now: datetime,
-) -> bool:
+    lock_parent: uuid.UUID | None = None,
+) -> tuple[bool, dict | None]:
     """An execution's ending in one statement (PostgreSQL): write its row (only while
     `fence`, a column and the value the caller holds, still matches), close the
     caller's attempt as `own_end` says, close the other open attempts with
-    `interruption`, withdraw open waits and pending inputs. False if the fence failed."""
+    `interruption`, withdraw open waits and pending inputs. With `lock_parent`, the
+    parent's row is locked first in the same statement (the lock order), and what the
+    ending needs of it comes back. Returns whether the fence held, and the parent."""
     column, held = fence
     end_row, end_params = _assignments(WorkflowExecution, changes)
     own_id, own_ending = own_end if own_end is not None else (None, {"status": StepStatus.FAILED})
@@ -241,9 +245,14 @@ def end(
         {"status": StepStatus.FAILED, "completed_at": now, "error": interruption},
     )
     after_end = "EXISTS (SELECT 1 FROM ended)"
+    parent_cte, after_parent, parent_params = "", "", []
+    if lock_parent is not None:
+        parent_cte = f"parent AS ({_PARENT_SQL} FOR UPDATE), "
+        after_parent = " AND EXISTS (SELECT 1 FROM parent)"
+        parent_params = [_db_value("id", lock_parent)]
     sql = (
-        f"WITH ended AS (UPDATE durable_execution SET {end_row} "
-        f"WHERE id = %s AND {column} IS NOT DISTINCT FROM %s RETURNING id), "
+        f"WITH {parent_cte}ended AS (UPDATE durable_execution SET {end_row} "
+        f"WHERE id = %s AND {column} IS NOT DISTINCT FROM %s{after_parent} RETURNING id), "
         f"own AS (UPDATE durable_step SET {own_set} WHERE id = %s AND {after_end}), "
         f"others AS (UPDATE durable_step SET {others_set} WHERE execution_id = %s "
         f"AND status IN (%s, %s) AND id IS DISTINCT FROM %s AND {after_end}), "
@@ -251,11 +260,13 @@ def end(
         f"WHERE execution_id = %s AND status = %s AND {after_end}), "
         f"inputs AS (UPDATE durable_pending_input SET status = %s "
         f"WHERE execution_id = %s AND status = %s AND {after_end}) "
-        f"SELECT count(*) FROM ended"
+        f"SELECT (SELECT count(*) FROM ended){', parent.*' if parent_cte else ''} "
+        f"FROM (SELECT 1) AS one{' LEFT JOIN parent ON true' if parent_cte else ''}"
     )
     execution = _db_value("id", execution_id)
     own = StepExecution._meta.get_field("id").get_db_prep_value(own_id, connection)
     params = [
+        *parent_params,
         *end_params,
         execution,
         WorkflowExecution._meta.get_field(column).get_db_prep_value(held, connection),
@@ -276,7 +287,55 @@ def end(
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.fetchone()[0] == 1
+        ended, *parent = cursor.fetchone()
+    return ended == 1, dict(zip(PARENT_FIELDS, parent, strict=True)) if parent_cte else None
+
+
+# What an ending member (a branch, an item) needs of its parent: where it is, to tell
+# whether it still waits on the block the member belongs to.
+PARENT_FIELDS = ("id", "status", "step_seq", "workflow_name", "current_step", "run_queue")
+_PARENT_SQL = f"SELECT {', '.join(PARENT_FIELDS)} FROM durable_execution WHERE id = %s"
+
+_ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
+
+# A member ended, its parent locked: let the next held item run (with `release`), and if
+# none is left open and the parent is parked on the block, make it runnable to join.
+_OPEN_MEMBERS_SQL = f"""
+    SELECT id FROM durable_execution
+    WHERE parent_id = %(parent)s AND parent_step_seq = %(visit)s AND kind <> 'workflow'
+      AND status IN ({_ACTIVE_SQL})"""
+_ADVANCE_BLOCK_SQL = f"""
+WITH released AS (
+    UPDATE durable_execution SET ready = true, run_at = %(now)s
+    WHERE id = ({_OPEN_MEMBERS_SQL}
+      AND %(release)s AND status = 'pending' AND NOT ready AND run_at IS NULL
+      AND locked_by IS NULL
+    ORDER BY item_index LIMIT 1)
+    RETURNING run_queue
+),
+woken AS (
+    UPDATE durable_execution SET ready = true, run_at = %(now)s
+    WHERE id = %(parent)s AND status = 'waiting' AND NOT EXISTS ({_OPEN_MEMBERS_SQL})
+    RETURNING run_queue
+)
+SELECT (SELECT run_queue FROM released), (SELECT run_queue FROM woken)
+"""
+
+
+def advance_block(
+    parent_id: uuid.UUID, visit: int, release: bool, now: datetime
+) -> tuple[str | None, str | None]:
+    """One statement (PostgreSQL) for a member that ended under its locked parent: the
+    queues of the item it released and of the parent it woke (None: none)."""
+    params = {
+        "parent": _db_value("id", parent_id),
+        "visit": visit,
+        "release": release,
+        "now": _db_value("run_at", now),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_ADVANCE_BLOCK_SQL, params)
+        return cursor.fetchone()
 
 
 def _assignments(model, values: dict) -> tuple[str, list]:

@@ -485,12 +485,11 @@ def finish(
     now = now or clock.now()
     if error is None and execution.status == ExecutionStatus.COMPENSATING:
         error = execution.error  # the failure that started the compensations stays
-    if execution.parent_id is not None:
-        list(
-            WorkflowExecution.objects.select_for_update()
-            .filter(id=execution.parent_id)
-            .values("id")
-        )
+    # Completing on PostgreSQL, the parent is locked inside the ending's own statement.
+    folded = connection.vendor == "postgresql" and status == ExecutionStatus.COMPLETED
+    parent = None
+    if execution.parent_id is not None and not folded:
+        parent = _lock_parent(execution)
     if status != ExecutionStatus.COMPLETED:
         _end_members(execution, status, changes.get("cancel_reason"), now)
     if _undoes(execution, status, compensate):
@@ -508,8 +507,13 @@ def finish(
     interruption = error or _interruption(status, reason)
     if connection.vendor == "postgresql":
         fence = ("run_token", execution.run_token) if fenced else ("status", execution.status)
-        if not claims.end(execution.id, fence, changes, own_end, interruption, now):
+        lock_parent = execution.parent_id if folded else None
+        ended, locked = claims.end(
+            execution.id, fence, changes, own_end, interruption, now, lock_parent
+        )
+        if not ended:
             raise LeaseLost(execution.id)
+        parent = parent or locked
         _apply(execution, changes)
     else:
         _write(execution, fenced, **changes)
@@ -523,7 +527,17 @@ def finish(
     if status == ExecutionStatus.COMPENSATING:
         claims.notify(execution.run_queue)
     if execution.kind != ExecutionKind.WORKFLOW and not quiet:
-        _member_finished(execution, now)
+        _member_finished(execution, parent, now)
+
+
+def _lock_parent(execution: WorkflowExecution) -> dict:
+    """Lock the parent's row (the lock order) and read what an ending member needs."""
+    return (
+        WorkflowExecution.objects.select_for_update()
+        .filter(id=execution.parent_id)
+        .values(*claims.PARENT_FIELDS)
+        .get()
+    )
 
 
 def _undoes(execution: WorkflowExecution, status: str, compensate: bool) -> bool:
@@ -587,7 +601,7 @@ def fork(
             claims.notify(queue)
 
 
-def _member_finished(member: WorkflowExecution, now: datetime) -> None:
+def _member_finished(member: WorkflowExecution, parent: dict, now: datetime) -> None:
     """A branch or item ended (its parent is locked, by `finish`): what its block does.
 
     A failure in a `fail_fast` block cancels the block's other members; an item that
@@ -596,19 +610,33 @@ def _member_finished(member: WorkflowExecution, now: datetime) -> None:
     or moved on and these members were left behind). A parent not parked on it yet (a
     resumed one) finds its members joined when it parks (`waits.can_resume`).
     """
-    parent = WorkflowExecution.objects.get(id=member.parent_id)
-    if parent.status not in FORWARD_STATUSES or parent.step_seq != member.parent_step_seq:
+    if parent["status"] not in FORWARD_STATUSES or parent["step_seq"] != member.parent_step_seq:
         return
-    block = registry.get(parent.workflow_name).node(parent.current_step)
+    block = registry.get(parent["workflow_name"]).node(parent["current_step"])
     if member.status == ExecutionStatus.FAILED and block.on_error == "fail_fast":
-        reason = f"{parent.current_step}: another member failed (on_error='fail_fast')"
-        _cancel_members(forks.open_members(parent), reason, now)
-    elif member.kind == ExecutionKind.ITEM and member.status != ExecutionStatus.CANCELLED:
-        queue = forks.release_next_held(parent, now)
-        if queue is not None:
-            claims.notify(queue)
-    if parent.status == ExecutionStatus.WAITING and forks.all_joined(parent):
-        wake(parent)
+        reason = f"{parent['current_step']}: another member failed (on_error='fail_fast')"
+        _cancel_members(forks.open_members(parent["id"], member.parent_step_seq), reason, now)
+        release = False
+    else:
+        release = member.kind == ExecutionKind.ITEM and member.status != ExecutionStatus.CANCELLED
+    for queue in _advance_block(parent, member.parent_step_seq, release, now):
+        claims.notify(queue)
+
+
+def _advance_block(parent: dict, visit: int, release: bool, now: datetime) -> list[str]:
+    """Release the next held item (with `release`) and wake the parent if no member of
+    its block is left open; returns the queues to notify. One statement on PostgreSQL."""
+    if connection.vendor == "postgresql":
+        return [queue for queue in claims.advance_block(parent["id"], visit, release, now) if queue]
+    queues = []
+    if release:
+        queues.append(forks.release_next_held(parent["id"], visit, now))
+    if parent["status"] == ExecutionStatus.WAITING and forks.all_joined(parent["id"], visit):
+        WorkflowExecution.objects.filter(id=parent["id"], status=ExecutionStatus.WAITING).update(
+            run_at=now, ready=True
+        )
+        queues.append(parent["run_queue"])
+    return [queue for queue in queues if queue]
 
 
 def wake(execution: WorkflowExecution) -> None:

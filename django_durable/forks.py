@@ -92,7 +92,7 @@ def members_of(execution: WorkflowExecution) -> list[MemberResult] | None:
     """How the members of the block `execution` is at ended, in member order; None if it
     has not forked yet. While some still run the node parks again (JOIN_KEY)."""
     rows = list(
-        _members(execution)
+        _members(execution.id, execution.step_seq)
         .order_by("item_index")
         .values_list("item_index", "status", "kind", "context", "error", "completed_at")
     )
@@ -113,28 +113,29 @@ def members_of(execution: WorkflowExecution) -> list[MemberResult] | None:
 def members_to_reopen(execution: WorkflowExecution) -> list[WorkflowExecution] | None:
     """The members of the block `execution` stopped at that failed or were cancelled,
     locked, in member order; None if it had not forked at this visit."""
-    members = _members(execution)
+    members = _members(execution.id, execution.step_seq)
     if not members.exists():
         return None
     stopped = members.filter(status__in=(ExecutionStatus.FAILED, ExecutionStatus.CANCELLED))
     return list(stopped.select_for_update().order_by("item_index"))
 
 
-def open_members(parent: WorkflowExecution):
-    """The members of the block `parent` is at that have not finished
-    (durable_exec_open_members)."""
-    return _members(parent).active()
+def open_members(parent_id: uuid.UUID, visit: int):
+    """The members of a block (forked at the parent's step visit `visit`) that have not
+    finished (durable_exec_open_members)."""
+    return _members(parent_id, visit).active()
 
 
-def all_joined(execution: WorkflowExecution) -> bool:
-    """Whether no member of the block `execution` is parked at still runs."""
-    return not open_members(execution).exists()
+def all_joined(parent_id: uuid.UUID, visit: int) -> bool:
+    """Whether no member of the block forked at that visit still runs."""
+    return not open_members(parent_id, visit).exists()
 
 
-def release_next_held(parent: WorkflowExecution, now: datetime) -> str | None:
-    """Let the next held item of `parent`'s block run; returns its queue (None: none)."""
+def release_next_held(parent_id: uuid.UUID, visit: int, now: datetime) -> str | None:
+    """Let the next held item of a block run; returns its queue (None: none). The
+    parent is locked by the caller, so two ending items never release the same one."""
     held = (
-        open_members(parent)
+        open_members(parent_id, visit)
         .filter(status=ExecutionStatus.PENDING, ready=False, run_at__isnull=True)
         .order_by("item_index")
         .values_list("id", "run_queue")
@@ -164,11 +165,11 @@ def parent_context(member: WorkflowExecution) -> dict:
     return codec.decode(stored)
 
 
-def _members(execution: WorkflowExecution):
-    """The members forked at the execution's current step visit."""
-    return WorkflowExecution.objects.filter(
-        parent_id=execution.id, parent_step_seq=execution.step_seq
-    ).exclude(kind=ExecutionKind.WORKFLOW)
+def _members(parent_id: uuid.UUID, visit: int):
+    """The members forked at the parent's step visit `visit`."""
+    return WorkflowExecution.objects.filter(parent_id=parent_id, parent_step_seq=visit).exclude(
+        kind=ExecutionKind.WORKFLOW
+    )
 
 
 def timeline(execution: WorkflowExecution) -> list[StepExecution]:

@@ -25,7 +25,7 @@ from .inputs import (
     wait_for_input,
     wait_for_text,
 )
-from .models import Wait, WaitStatus, WorkflowExecution
+from .models import Wait, WaitStatus
 from .scope import StepScope, Suspend, current, engine_call, is_due, record_once
 
 __all__ = [
@@ -62,7 +62,7 @@ def can_resume(execution_id: Any, step_seq: int, key: str) -> bool:
     if key.startswith(inputs.KEY_PREFIX):
         return inputs.answered(execution_id, step_seq, key)
     if key == forks.JOIN_KEY:
-        return forks.all_joined(WorkflowExecution(id=execution_id, step_seq=step_seq))
+        return forks.all_joined(execution_id, step_seq)
     wait = Wait.objects.filter(execution_id=execution_id, step_seq=step_seq, key=key).first()
     if wait is None or wait.status != WaitStatus.WAITING:
         return True

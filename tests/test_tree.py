@@ -10,8 +10,7 @@ never deadlock.
 import threading
 
 import pytest
-from django.db import connection, connections
-from django.test.utils import CaptureQueriesContext
+from django.db import connection, connections, transaction
 
 import django_durable as durable
 from django_durable import claims, engine, executions, workflow
@@ -24,7 +23,7 @@ from django_durable.models import (
 )
 from django_durable.testing import run_until_idle
 from django_durable.waits import wait_for_approval, wait_for_event
-from tests.worker_support import IS_POSTGRES
+from tests.worker_support import IS_POSTGRES, wait_for
 
 
 def waits_for_paid(ctx):
@@ -156,26 +155,49 @@ def test_cancelling_the_workflow_ends_its_branches_and_withdraws_their_waits():
 @pytest.mark.skipif(not IS_POSTGRES, reason="row locks are PostgreSQL's (SQLite has one writer)")
 @pytest.mark.django_db(transaction=True)
 def test_a_finishing_child_locks_its_parent_before_writing_itself():
+    """While another transaction holds the parent, the child's ending waits for it
+    without having locked (or written) its own row: parent first, then child."""
     root = parked_root.start({})
     run_until_idle()  # the root parks
     child = under(root, quick_child, ExecutionKind.WORKFLOW)
     [claimed] = claims.claim("w1", None, 5)
-    assert claimed.id == child
-    with CaptureQueriesContext(connection) as queries:
+    parent_held, release_parent = threading.Event(), threading.Event()
+
+    def hold_parent():
+        with transaction.atomic():
+            WorkflowExecution.objects.select_for_update().get(id=root)
+            parent_held.set()
+            release_parent.wait(30)
+        connections.close_all()
+
+    def run_child():
         engine.run_claimed(claimed, worker="w1", queues=None)
-    statements = [query["sql"] for query in queries.captured_queries]
-    parent_lock = next(
-        index
-        for index, sql in enumerate(statements)
-        if "FOR UPDATE" in sql and str(root).replace("-", "") in sql.replace("-", "")
-    )
-    child_write = next(  # an UPDATE, or on PostgreSQL the statement that ends the child
-        index
-        for index, sql in enumerate(statements)
-        if "UPDATE durable_execution" in sql.replace('"', "")
-    )
-    assert parent_lock < child_write, statements
+        connections.close_all()
+
+    holder = threading.Thread(target=hold_parent)
+    holder.start()
+    assert parent_held.wait(10)
+    runner = threading.Thread(target=run_child)
+    runner.start()
+    try:
+        wait_for(lambda: waiting_on_a_row_lock() > 0, "the child's ending to wait for its parent")
+        with transaction.atomic():  # the child's own row is not locked meanwhile
+            still_free = WorkflowExecution.objects.select_for_update(nowait=True).get(id=child)
+            assert still_free.status == "running"
+    finally:
+        release_parent.set()
+        holder.join(10)
+        runner.join(10)
     assert load(child).status == "completed"
+
+
+def waiting_on_a_row_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
 
 
 def blocks_until_released(ctx):
