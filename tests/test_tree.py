@@ -154,12 +154,14 @@ def test_cancelling_the_workflow_ends_its_branches_and_withdraws_their_waits():
 
 @pytest.mark.skipif(not IS_POSTGRES, reason="row locks are PostgreSQL's (SQLite has one writer)")
 @pytest.mark.django_db(transaction=True)
-def test_a_finishing_child_locks_its_parent_before_writing_itself():
+@pytest.mark.parametrize("kind", [ExecutionKind.WORKFLOW, ExecutionKind.BRANCH])
+def test_a_finishing_child_locks_its_parent_before_writing_itself(kind):
     """While another transaction holds the parent, the child's ending waits for it
-    without having locked (or written) its own row: parent first, then child."""
+    without having locked (or written) its own row: parent first, then child. A
+    completing branch does it inside its ending's one statement."""
     root = parked_root.start({})
     run_until_idle()  # the root parks
-    child = under(root, quick_child, ExecutionKind.WORKFLOW)
+    child = under(root, quick_child, kind)
     [claimed] = claims.claim("w1", None, 5)
     parent_held, release_parent = threading.Event(), threading.Event()
 
