@@ -14,7 +14,6 @@ import functools
 import time
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
@@ -25,7 +24,6 @@ from . import clock, conf
 from .models import (
     ACTIVE_STATUSES,
     CLAIMED_AS,
-    FORWARD_STATUSES,
     ExecutionStatus,
     InputStatus,
     StepExecution,
@@ -230,15 +228,14 @@ def end(
     own_end: tuple[uuid.UUID, dict] | None,
     interruption: dict,
     now: datetime,
-    member: "Membership | None" = None,
-) -> tuple[bool, list[str]]:
+    lock_parent: uuid.UUID | None = None,
+) -> tuple[bool, dict | None]:
     """An execution's ending in one statement (PostgreSQL): write its row (only while
     `fence`, a column and the value the caller holds, still matches), close the
     caller's attempt as `own_end` says, close the other open attempts with
-    `interruption`, withdraw open waits and pending inputs. For a `member` that
-    completes, the same statement first locks its parent (the lock order) and does what
-    its block needs (`_BLOCK_SQL`). Returns whether the fence held, and the queues of
-    what it made runnable."""
+    `interruption`, withdraw open waits and pending inputs. With `lock_parent`, the
+    parent's row is locked first in the same statement (the lock order), and what the
+    ending needs of it comes back. Returns whether the fence held, and the parent."""
     column, held = fence
     end_row, end_params = _assignments(WorkflowExecution, changes)
     own_id, own_ending = own_end if own_end is not None else (None, {"status": StepStatus.FAILED})
@@ -248,21 +245,11 @@ def end(
         {"status": StepStatus.FAILED, "completed_at": now, "error": interruption},
     )
     after_end = "EXISTS (SELECT 1 FROM ended)"
-    parent_cte, after_parent, block, block_params = "", "", "", {}
-    if member is not None:
-        parent_cte = (
-            "parent AS (SELECT status, step_seq FROM durable_execution "
-            "WHERE id = %(parent)s FOR UPDATE), "
-        )
+    parent_cte, after_parent, parent_params = "", "", []
+    if lock_parent is not None:
+        parent_cte = f"parent AS ({_PARENT_SQL} FOR UPDATE), "
         after_parent = " AND EXISTS (SELECT 1 FROM parent)"
-        block = f", {_BLOCK_SQL}"
-        block_params = {
-            "parent": _db_value("id", member.parent_id),
-            "visit": member.visit,
-            "member": _db_value("id", execution_id),
-            "release": member.releases,
-            "now": _db_value("run_at", now),
-        }
+        parent_params = [_db_value("id", lock_parent)]
     sql = (
         f"WITH {parent_cte}ended AS (UPDATE durable_execution SET {end_row} "
         f"WHERE id = %s AND {column} IS NOT DISTINCT FROM %s{after_parent} RETURNING id), "
@@ -272,13 +259,14 @@ def end(
         f"waits AS (UPDATE durable_wait SET status = %s, resolved_at = %s "
         f"WHERE execution_id = %s AND status = %s AND {after_end}), "
         f"inputs AS (UPDATE durable_pending_input SET status = %s "
-        f"WHERE execution_id = %s AND status = %s AND {after_end}){block} "
-        f"SELECT (SELECT count(*) FROM ended)"
-        + (", (SELECT run_queue FROM released), (SELECT run_queue FROM woken)" if block else "")
+        f"WHERE execution_id = %s AND status = %s AND {after_end}) "
+        f"SELECT (SELECT count(*) FROM ended){', parent.*' if parent_cte else ''} "
+        f"FROM (SELECT 1) AS one{' LEFT JOIN parent ON true' if parent_cte else ''}"
     )
     execution = _db_value("id", execution_id)
     own = StepExecution._meta.get_field("id").get_db_prep_value(own_id, connection)
     params = [
+        *parent_params,
         *end_params,
         execution,
         WorkflowExecution._meta.get_field(column).get_db_prep_value(held, connection),
@@ -297,58 +285,57 @@ def end(
         execution,
         InputStatus.PENDING.value,
     ]
-    if block:
-        sql, params = _named(sql, params, block_params)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        ended, *queues = cursor.fetchone()
-    return ended == 1, [queue for queue in queues if queue]
+        ended, *parent = cursor.fetchone()
+    return ended == 1, dict(zip(PARENT_FIELDS, parent, strict=True)) if parent_cte else None
 
 
-@dataclass(frozen=True)
-class Membership:
-    """A branch or item that completes, and the block it belongs to: its parent, the
-    parent's step visit that forked it, and whether its end releases a held item."""
-
-    parent_id: uuid.UUID
-    visit: int
-    releases: bool
-
-
-def _named(sql: str, positional: list, named: dict) -> tuple[str, dict]:
-    """The statement with every positional `%s` numbered as a named parameter, so it
-    can be mixed with the named parameters of `_BLOCK_SQL`."""
-    pieces = sql.split("%s")
-    numbered = {f"p{index}": value for index, value in enumerate(positional)}
-    text = pieces[0] + "".join(f"%(p{index})s{piece}" for index, piece in enumerate(pieces[1:]))
-    return text, {**numbered, **named}
-
+# What an ending member (a branch, an item) needs of its parent: where it is, to tell
+# whether it still waits on the block the member belongs to.
+PARENT_FIELDS = ("id", "status", "step_seq", "workflow_name", "current_step", "run_queue")
+_PARENT_SQL = f"SELECT {', '.join(PARENT_FIELDS)} FROM durable_execution WHERE id = %s"
 
 _ACTIVE_SQL = ", ".join(f"'{status}'" for status in ACTIVE_STATUSES)
-_FORWARD_SQL = ", ".join(f"'{status}'" for status in FORWARD_STATUSES)
-_OTHER_OPEN_MEMBERS_SQL = f"""
+
+# A member ended, its parent locked: let the next held item run (with `release`), and if
+# none is left open and the parent is parked on the block, make it runnable to join.
+_OPEN_MEMBERS_SQL = f"""
     SELECT id FROM durable_execution
     WHERE parent_id = %(parent)s AND parent_step_seq = %(visit)s AND kind <> 'workflow'
-      AND status IN ({_ACTIVE_SQL}) AND id <> %(member)s"""
-# A member completed, its parent locked (see `end`): if the parent is still at the
-# block, let the next held item run (with `release`), and if no other member is open
-# and the parent is parked on the block, make it runnable to join.
-_BLOCK_SQL = f"""
-released AS (
+      AND status IN ({_ACTIVE_SQL})"""
+_ADVANCE_BLOCK_SQL = f"""
+WITH released AS (
     UPDATE durable_execution SET ready = true, run_at = %(now)s
-    WHERE %(release)s AND EXISTS (SELECT 1 FROM ended) AND EXISTS (
-        SELECT 1 FROM parent WHERE status IN ({_FORWARD_SQL}) AND step_seq = %(visit)s
-    ) AND id = ({_OTHER_OPEN_MEMBERS_SQL}
-        AND status = 'pending' AND NOT ready AND run_at IS NULL AND locked_by IS NULL
-        ORDER BY item_index LIMIT 1)
+    WHERE id = ({_OPEN_MEMBERS_SQL}
+      AND %(release)s AND status = 'pending' AND NOT ready AND run_at IS NULL
+      AND locked_by IS NULL
+    ORDER BY item_index LIMIT 1)
     RETURNING run_queue
 ),
 woken AS (
     UPDATE durable_execution SET ready = true, run_at = %(now)s
-    WHERE id = %(parent)s AND status = 'waiting' AND step_seq = %(visit)s
-      AND EXISTS (SELECT 1 FROM ended) AND NOT EXISTS ({_OTHER_OPEN_MEMBERS_SQL})
+    WHERE id = %(parent)s AND status = 'waiting' AND NOT EXISTS ({_OPEN_MEMBERS_SQL})
     RETURNING run_queue
-)"""
+)
+SELECT (SELECT run_queue FROM released), (SELECT run_queue FROM woken)
+"""
+
+
+def advance_block(
+    parent_id: uuid.UUID, visit: int, release: bool, now: datetime
+) -> tuple[str | None, str | None]:
+    """One statement (PostgreSQL) for a member that ended under its locked parent: the
+    queues of the item it released and of the parent it woke (None: none)."""
+    params = {
+        "parent": _db_value("id", parent_id),
+        "visit": visit,
+        "release": release,
+        "now": _db_value("run_at", now),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_ADVANCE_BLOCK_SQL, params)
+        return cursor.fetchone()
 
 
 def _assignments(model, values: dict) -> tuple[str, list]:

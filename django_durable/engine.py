@@ -34,14 +34,7 @@ from .errors import (
     WorkflowTimeout,
 )
 from .executions import LeaseLost
-from .models import (
-    RELEASED_AS,
-    ExecutionKind,
-    ExecutionStatus,
-    StepExecution,
-    StepStatus,
-    WorkflowExecution,
-)
+from .models import RELEASED_AS, ExecutionStatus, StepExecution, StepStatus, WorkflowExecution
 from .scope import DATABASE_ERRORS, Interrupted, StepScope, Superseded, Suspend, entered
 
 UNKNOWN_RETRY = timedelta(minutes=1)
@@ -357,11 +350,10 @@ def _complete(run: Run, attempt: StepExecution, outcome: Outcome, move: End, mus
 
 
 def _transaction_if_needed(execution: WorkflowExecution):
-    """Completing is one statement on PostgreSQL, for a branch or item too (its parent
-    is locked, and its block told, inside that statement): no BEGIN and COMMIT round
-    trips around it. A child workflow's parent is locked first, in a transaction."""
-    one_statement = execution.parent_id is None or execution.kind != ExecutionKind.WORKFLOW
-    if connection.vendor == "postgresql" and one_statement:
+    """The ending of an execution without a parent is one statement on PostgreSQL: no
+    BEGIN and COMMIT round trips around it. With a parent, the parent's lock comes first
+    in the same transaction."""
+    if connection.vendor == "postgresql" and execution.parent_id is None:
         return nullcontext()
     return transaction.atomic()
 

@@ -485,13 +485,8 @@ def finish(
     now = now or clock.now()
     if error is None and execution.status == ExecutionStatus.COMPENSATING:
         error = execution.error  # the failure that started the compensations stays
-    # A member completing on PostgreSQL: its parent is locked, and its block told,
-    # inside the ending's own statement.
-    folded = (
-        connection.vendor == "postgresql"
-        and status == ExecutionStatus.COMPLETED
-        and execution.kind != ExecutionKind.WORKFLOW
-    )
+    # Completing on PostgreSQL, the parent is locked inside the ending's own statement.
+    folded = connection.vendor == "postgresql" and status == ExecutionStatus.COMPLETED
     parent = None
     if execution.parent_id is not None and not folded:
         parent = _lock_parent(execution)
@@ -512,15 +507,14 @@ def finish(
     interruption = error or _interruption(status, reason)
     if connection.vendor == "postgresql":
         fence = ("run_token", execution.run_token) if fenced else ("status", execution.status)
-        member = _membership(execution) if folded else None
-        ended, runnable = claims.end(
-            execution.id, fence, changes, own_end, interruption, now, member
+        lock_parent = execution.parent_id if folded else None
+        ended, locked = claims.end(
+            execution.id, fence, changes, own_end, interruption, now, lock_parent
         )
         if not ended:
             raise LeaseLost(execution.id)
+        parent = parent or locked
         _apply(execution, changes)
-        for queue in runnable:
-            claims.notify(queue)
     else:
         _write(execution, fenced, **changes)
         _close_open_attempts(execution, own_end, now, interruption)
@@ -532,23 +526,16 @@ def finish(
         )
     if status == ExecutionStatus.COMPENSATING:
         claims.notify(execution.run_queue)
-    if execution.kind != ExecutionKind.WORKFLOW and not quiet and not folded:
+    if execution.kind != ExecutionKind.WORKFLOW and not quiet:
         _member_finished(execution, parent, now)
 
 
-def _membership(member: WorkflowExecution) -> claims.Membership:
-    return claims.Membership(
-        member.parent_id, member.parent_step_seq, member.kind == ExecutionKind.ITEM
-    )
-
-
 def _lock_parent(execution: WorkflowExecution) -> dict:
-    """Lock the parent's row (the lock order) and read what an ending member needs:
-    where the parent is, to tell whether it still waits on the member's block."""
+    """Lock the parent's row (the lock order) and read what an ending member needs."""
     return (
         WorkflowExecution.objects.select_for_update()
         .filter(id=execution.parent_id)
-        .values("id", "status", "step_seq", "workflow_name", "current_step", "run_queue")
+        .values(*claims.PARENT_FIELDS)
         .get()
     )
 
@@ -638,8 +625,9 @@ def _member_finished(member: WorkflowExecution, parent: dict, now: datetime) -> 
 
 def _advance_block(parent: dict, visit: int, release: bool, now: datetime) -> list[str]:
     """Release the next held item (with `release`) and wake the parent if no member of
-    its block is left open; returns the queues to notify. (A member that completes on
-    PostgreSQL does this inside its ending's statement: `claims.end`.)"""
+    its block is left open; returns the queues to notify. One statement on PostgreSQL."""
+    if connection.vendor == "postgresql":
+        return [queue for queue in claims.advance_block(parent["id"], visit, release, now) if queue]
     queues = []
     if release:
         queues.append(forks.release_next_held(parent["id"], visit, now))

@@ -154,14 +154,12 @@ def test_cancelling_the_workflow_ends_its_branches_and_withdraws_their_waits():
 
 @pytest.mark.skipif(not IS_POSTGRES, reason="row locks are PostgreSQL's (SQLite has one writer)")
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("kind", [ExecutionKind.WORKFLOW, ExecutionKind.BRANCH])
-def test_a_finishing_child_locks_its_parent_before_writing_itself(kind):
+def test_a_finishing_child_locks_its_parent_before_writing_itself():
     """While another transaction holds the parent, the child's ending waits for it
-    without having locked (or written) its own row: parent first, then child. A
-    completing branch does it inside its ending's one statement."""
+    without having locked (or written) its own row: parent first, then child."""
     root = parked_root.start({})
     run_until_idle()  # the root parks
-    child = under(root, quick_child, kind)
+    child = under(root, quick_child, ExecutionKind.WORKFLOW)
     [claimed] = claims.claim("w1", None, 5)
     parent_held, release_parent = threading.Event(), threading.Event()
 
