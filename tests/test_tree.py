@@ -154,12 +154,14 @@ def test_cancelling_the_workflow_ends_its_branches_and_withdraws_their_waits():
 
 @pytest.mark.skipif(not IS_POSTGRES, reason="row locks are PostgreSQL's (SQLite has one writer)")
 @pytest.mark.django_db(transaction=True)
-def test_a_finishing_child_locks_its_parent_before_writing_itself():
+@pytest.mark.parametrize("kind", [ExecutionKind.WORKFLOW, ExecutionKind.BRANCH])
+def test_a_finishing_child_locks_its_parent_before_writing_itself(kind):
     """While another transaction holds the parent, the child's ending waits for it
-    without having locked (or written) its own row: parent first, then child."""
+    without having locked (or written) its own row: parent first, then child. A
+    completing branch does it inside its ending's one statement."""
     root = parked_root.start({})
     run_until_idle()  # the root parks
-    child = under(root, quick_child, ExecutionKind.WORKFLOW)
+    child = under(root, quick_child, kind)
     [claimed] = claims.claim("w1", None, 5)
     parent_held, release_parent = threading.Event(), threading.Event()
 
@@ -296,3 +298,47 @@ def test_a_workflow_that_fails_ends_its_branches_but_not_its_child_workflows():
     assert not Wait.objects.filter(root_id=root, status="waiting").exists()
     assert PendingInput.objects.get(execution_id=item).status == "cancelled"
     assert load(child).status == "waiting"  # a child workflow lives on its own
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="row locks are PostgreSQL's (SQLite has one writer)")
+@pytest.mark.django_db(transaction=True)
+def test_branches_ending_at_once_wake_their_parent_once_the_last_one_is_recorded():
+    """Both branches of a block end while their parent is locked elsewhere, so each
+    waits for it; the one that gets it second must still see the first as ended
+    (regression: a check made on the snapshot taken before the wait missed it, and
+    nobody woke the parent)."""
+    from tests.workflows_app.control_workflows import dashboard
+
+    root = dashboard.start({"user_id": 1})
+    assert run_until_idle(max_steps=1) == 1  # the block forks
+    branches = claims.claim("w1", None, 5)
+    assert len(branches) == 2
+    parent_held, release_parent = threading.Event(), threading.Event()
+
+    def hold_parent():
+        with transaction.atomic():
+            WorkflowExecution.objects.select_for_update().get(id=root)
+            parent_held.set()
+            release_parent.wait(30)
+        connections.close_all()
+
+    def run_branch(branch):
+        engine.run_claimed(branch, worker="w1", queues=None)
+        connections.close_all()
+
+    holder = threading.Thread(target=hold_parent)
+    holder.start()
+    assert parent_held.wait(10)
+    runners = [threading.Thread(target=run_branch, args=(branch,)) for branch in branches]
+    for runner in runners:
+        runner.start()
+    try:
+        wait_for(lambda: waiting_on_a_row_lock() >= 2, "both branches to wait for the parent")
+    finally:
+        release_parent.set()
+        holder.join(10)
+        for runner in runners:
+            runner.join(10)
+    parent = load(root)
+    assert [load(branch.id).status for branch in branches] == ["completed", "completed"]
+    assert (parent.status, parent.ready) == ("waiting", True)
