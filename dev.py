@@ -40,9 +40,9 @@ import uuid
 from example_project.shop.workflows import process_order
 items = [{"sku": "MUG", "qty": 2, "price": "12.50"}, {"sku": "TEA", "qty": 1, "price": "4.99"}]
 demos = [
-    ("goes through", {}),
+    ("goes through: stock held per line, charged, confirmed in parallel", {}),
     ("flaky gateway, charged on the 3rd attempt", {"flaky_payment": 2}),
-    ("declined card, fails at once (not retryable)", {"card": "declined"}),
+    ("declined card: not retried, stock released (compensated)", {"card": "declined"}),
 ]
 for label, extra in demos:
     order = {"id": uuid.uuid4().hex[:8], "email": "ada@example.com", "items": items, **extra}

@@ -9,6 +9,9 @@ deterministically, so tests and the demo can rely on it:
   cannot help, so the step fails at once whatever its retry policy.
 - charging an order twice returns the first charge id, because a real gateway is called
   with an idempotency key: a step that crashed after charging can safely run again.
+- `refund` refunds an order's charge once, however often it is called, so the saga's
+  compensation can safely run again too; an order that was never charged has nothing
+  to refund.
 
 The state lives in this process's memory; tests call `reset()` between runs.
 """
@@ -32,6 +35,7 @@ class CardDeclined(PaymentError, NonRetryableError):
 
 _calls: dict[str, int] = {}  # order id -> charge calls so far
 _charges: dict[str, str] = {}  # order id (the idempotency key) -> charge id
+_refunds: set[str] = set()  # order ids whose charge was refunded
 
 
 def charge(order_id: str, amount: Decimal, *, card: str = "4242", flaky: int = 0) -> str:
@@ -49,6 +53,17 @@ def charge(order_id: str, amount: Decimal, *, card: str = "4242", flaky: int = 0
     return _charges[order_id]
 
 
+def refund(order_id: str) -> None:
+    """Refund the charge of `order_id`, if it was charged."""
+    if order_id in _charges:
+        _refunds.add(order_id)
+
+
+def refunded(order_id: str) -> bool:
+    """Whether the order's charge was refunded (for tests)."""
+    return order_id in _refunds
+
+
 def calls(order_id: str) -> int:
     """How often `charge` was called for an order (for tests)."""
     return _calls.get(order_id, 0)
@@ -58,3 +73,4 @@ def reset() -> None:
     """Forget every call and charge (for tests and demos)."""
     _calls.clear()
     _charges.clear()
+    _refunds.clear()

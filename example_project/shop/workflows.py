@@ -7,17 +7,29 @@ crash or a deploy never loses an order half-way. Start one with
     process_order.start({"id": "A-1001", "email": "ada@example.com",
                          "items": [{"sku": "MUG", "qty": 2, "price": "12.50"}]})
 
+It validates the order, holds the stock of each line (a `foreach`: one durable item per
+line), charges the card (a step with retries), then sends the confirmation e-mail and
+notifies the warehouse at the same time (a `parallel` block). It is a saga: the stock
+holds and the charge have compensations, so when a step fails for good the steps that
+completed are undone, newest first, and the execution ends `compensated`;
+`durable.cancel(id, reason, compensate=True)` undoes an order the same way.
+
 Optional input keys drive the fake gateway in `payments.py`: `"flaky_payment": 2` makes
 the first two charge attempts time out (watch the retries), `"card": "declined"` fails
-the payment at once (a declined card is not worth retrying).
+the payment at once (a declined card is not worth retrying), and the stock held for the
+order is released.
 """
 
 from decimal import Decimal
 
-from django_durable import Retry, step, workflow
+from django_durable import Retry, foreach, parallel, step, workflow
 from django_durable.helpers import append, assign, hours
 
 from . import payments
+
+HELD_STOCK: dict[str, dict[str, int]] = {}
+"""Order id -> {sku: quantity held}, in this process's memory like the fake gateway's
+state: the example's stand-in for the Stock rows a real shop would update."""
 
 
 class InvalidOrder(Exception):
@@ -42,13 +54,24 @@ def validate_order(order: dict) -> dict:
     }
 
 
-def reserve_inventory(ctx: dict) -> dict:
-    """Hold the stock for every line (a real shop would update its Stock rows here)."""
-    reserved = {line["sku"]: line["qty"] for line in ctx["lines"]}
-    return assign(ctx, "reserved", reserved)
+def reserve_line(ctx: dict, line: dict, index: int) -> dict:
+    """One foreach item per line, each a row of its own: a crash re-runs only the lines
+    not held yet, and each hold is undone on its own."""
+    HELD_STOCK.setdefault(ctx["order_id"], {})[line["sku"]] = line["qty"]
+    return {"sku": line["sku"], "held": line["qty"]}  # the item's result
 
 
-@step(retry=Retry(max_attempts=4, backoff="exponential", base=2))
+def release_line(ctx: dict, line: dict, index: int) -> None:
+    """The compensation gets the line it undoes; pop() makes running it twice harmless."""
+    HELD_STOCK.get(ctx["order_id"], {}).pop(line["sku"], None)
+
+
+def refund_payment(ctx: dict) -> None:
+    """Undo the charge if a later step fails (or the order is cancelled)."""
+    payments.refund(ctx["order_id"])
+
+
+@step(retry=Retry(max_attempts=4, backoff="exponential", base=2), compensate=refund_payment)
 def charge_payment(ctx: dict) -> dict:
     """Up to 4 attempts; after failed attempt n the engine waits 2s * 2**n (4s, 8s, 16s)."""
     charge_id = payments.charge(
@@ -58,16 +81,35 @@ def charge_payment(ctx: dict) -> dict:
 
 
 def send_confirmation(ctx: dict) -> dict:
-    """Record the e-mail we sent; the list in the context is the order's outbox."""
-    message = f"Order {ctx['order_id']} confirmed: {ctx['total']} charged ({ctx['charge_id']})."
-    return append(ctx, "emails", {"to": ctx["email"], "body": message})
+    """A parallel branch returns only its news: the e-mail sent is its result."""
+    body = f"Order {ctx['order_id']} confirmed: {ctx['total']} charged ({ctx['charge_id']})."
+    return {"to": ctx["email"], "body": body}
+
+
+def notify_warehouse(ctx: dict) -> dict:
+    """Runs next to `send_confirmation`: neither waits for the other."""
+    return {"pick": {line["sku"]: line["qty"] for line in ctx["lines"]}}
 
 
 process_order = workflow(
     "process_order",
-    [validate_order, reserve_inventory, charge_payment, send_confirmation],
+    [
+        validate_order,
+        # At most two lines at a time, so a 500-line order can't flood the stock service.
+        foreach(
+            "reserve_stock",
+            lambda ctx: ctx["lines"],
+            step(reserve_line, compensate=release_line),
+            concurrency=2,
+        ),
+        charge_payment,
+        parallel(send_confirmation, notify_warehouse, name="fulfil"),
+    ],
     timeout=hours(2),
-    description="Validate an order, reserve its stock, charge it and confirm it.",
+    description=(
+        "Validate an order, hold the stock of each line, charge it, then confirm it and "
+        "notify the warehouse; undo the holds and the charge if a step fails for good."
+    ),
 )
 
 
