@@ -1,5 +1,7 @@
 """The errors django-durable raises or records, under one base class."""
 
+import traceback
+
 
 class DurableError(Exception):
     """Base class: `except DurableError` catches everything this package raises."""
@@ -113,3 +115,16 @@ class BlockFailed(NonRetryableError):
         super().__init__(message)
         self.unit = unit
         self.error = error or {}
+
+
+def error_record(exc: BaseException, prefix: str = "") -> dict:
+    """How an error is stored: its type, message and traceback (NUL-free for PostgreSQL)."""
+    return {
+        "type": type(exc).__name__,
+        "message": _storable(prefix + str(exc)),
+        "traceback": _storable("".join(traceback.format_exception(exc))),
+    }
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\\x00")

@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Min
 
-from . import clock, engine, executions, registry
+from . import clock, executions, recording, registry
 from .errors import ExecutionNotFound
 from .executions import LeaseLost
 from .models import (
@@ -59,7 +59,7 @@ def expire_deadlines() -> int:
             executions.finish(
                 execution,
                 ExecutionStatus.FAILED,
-                error=engine.workflow_timeout(execution),
+                error=recording.workflow_timeout(execution),
                 fenced=False,
                 now=now,
             )
@@ -74,10 +74,10 @@ def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
         return False
     definition = registry.get(execution.workflow_name)
     attempt = StepExecution.objects.get(id=run_token)
-    outcome = engine.timed_out_outcome(engine.running_node(definition, execution))
+    outcome = recording.timed_out_outcome(recording.running_node(definition, execution))
     try:
         with transaction.atomic():
-            engine.record_failure(execution, definition, attempt, outcome)
+            recording.record_failure(execution, definition, attempt, outcome)
     except LeaseLost:
         return False
     return True

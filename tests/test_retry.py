@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from django_durable import Retry, engine, executions, registry, start, step, workflow
+from django_durable import Retry, executions, recording, registry, start, step, workflow
 from django_durable.helpers import hours, minutes, seconds
 from django_durable.models import StepExecution, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
@@ -251,11 +251,11 @@ def test_retry_policy_precedence(settings):
     definition_without = registry.get("retry.no_policy")
     assert definition.retry is not None
 
-    assert engine.retry_policy(definition, with_step_policy) is own
-    assert engine.retry_policy(definition, plain) == definition.retry
-    assert engine.retry_policy(definition_without, plain) == Retry(max_attempts=7)
+    assert recording.retry_policy(definition, with_step_policy) is own
+    assert recording.retry_policy(definition, plain) == definition.retry
+    assert recording.retry_policy(definition_without, plain) == Retry(max_attempts=7)
     settings.DURABLE = {**settings.DURABLE, "DEFAULT_RETRY": None}
-    assert engine.retry_policy(definition_without, plain) == Retry()
+    assert recording.retry_policy(definition_without, plain) == Retry()
     assert wf_level.max_attempts == 3
 
 

@@ -12,7 +12,18 @@ import pytest
 from django.db import DataError, OperationalError
 
 import django_durable as durable
-from django_durable import Retry, claims, clock, codec, engine, executions, step, timers, workflow
+from django_durable import (
+    Retry,
+    claims,
+    clock,
+    codec,
+    engine,
+    executions,
+    recording,
+    step,
+    timers,
+    workflow,
+)
 from django_durable.models import PendingInput, StepExecution, Wait, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
 from django_durable.waits import wait_for_event, wait_for_input
@@ -95,7 +106,7 @@ def test_an_outcome_the_database_refuses_fails_the_step_instead_of_rerunning_it(
     def refuse(*args, **kwargs):
         raise DataError("value too long for type character varying(255)")
 
-    monkeypatch.setattr(engine, "_step_completed", refuse)
+    monkeypatch.setattr(recording, "_step_completed", refuse)
     execution_id = durable.start("tests.hello")
     assert run_until_idle() == 1
     execution = durable.get_execution(execution_id)
