@@ -547,7 +547,7 @@ def explain_queries(args: argparse.Namespace) -> list[Plan]:
             capture(lambda: claims.claim(worker, [QUEUE], args.concurrency)),
             repeats,
         )
-    plans += explain_all("wake_due (timers_due)", capture(executions.wake_due), repeats)
+    plans += explain_all("wake_due (timers_due)", capture(timers.wake_due), repeats)
     plans += explain_all("next_wakeup", capture(timers.next_wakeup), repeats)
     plans += explain_all("timers: leases", capture(timers.reclaim_expired_leases), repeats)
     plans += explain_all("timers: deadlines", capture(timers.expire_deadlines), repeats)

@@ -7,7 +7,7 @@ a conditional UPDATE, which is safe but serialised by the database's single writ
 
 A claim keeps the execution's phase (`models.CLAIMED_AS`): pending and waiting work runs
 as `running`, a `compensating` execution stays `compensating` while it is held. Giving
-work back is a change of status, so it goes through the door (`executions.release`).
+work back is a change of status, so it goes through the door (`releases`).
 """
 
 import functools
@@ -24,6 +24,7 @@ from . import clock, conf
 from .models import (
     ACTIVE_STATUSES,
     CLAIMED_AS,
+    UNHELD_CLAIMABLE,
     ExecutionStatus,
     InputStatus,
     StepExecution,
@@ -126,6 +127,15 @@ def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecut
     for execution in claimed:
         execution.claimed_from = claimed_from[execution.id]
     return claimed
+
+
+def unmark_unclaimable() -> int:
+    """Clear `ready` on rows that cannot be claimed: held or finished rows that a process
+    older than the flag (during a rolling deploy) left marked. Claims skip them anyway;
+    this keeps them out of the claim's index. Workers run it when they start."""
+    return (
+        WorkflowExecution.objects.filter(ready=True).exclude(UNHELD_CLAIMABLE).update(ready=False)
+    )
 
 
 def renew_leases(worker: str, execution_ids: Collection[uuid.UUID]) -> int:

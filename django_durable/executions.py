@@ -16,7 +16,7 @@ with a child that finishes.
 """
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
@@ -24,13 +24,12 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
-from . import claims, clock, codec, compensations, conf, forks, registry
+from . import claims, clock, codec, compensations, forks, registry
 from .dsl.moves import End, Fork
 from .dsl.names import IDEMPOTENCY_KEY, QUEUE, checked_name
 from .errors import (
     ContextNotSerializable,
     ExecutionNotActive,
-    ExecutionNotFound,
     ExecutionNotResumable,
     InvalidTransition,
     InvalidWorkflowInput,
@@ -41,9 +40,7 @@ from .models import (
     CLAIMED_AS,
     FINAL_STATUSES,
     FORWARD_STATUSES,
-    RELEASED_AS,
     TRANSITIONS,
-    UNHELD_CLAIMABLE,
     ExecutionKind,
     ExecutionStatus,
     InputStatus,
@@ -55,15 +52,7 @@ from .models import (
     WorkflowExecution,
 )
 
-RELEASE_BATCH = 500
-WAKE_BATCH = 1000
-
 ENDING_STATUSES = (*FINAL_STATUSES, ExecutionStatus.COMPENSATING)
-# Where an execution interrupted too often ends, by the phase it was in.
-GIVEN_UP_AS = {
-    ExecutionStatus.RUNNING: ExecutionStatus.FAILED,
-    ExecutionStatus.COMPENSATING: ExecutionStatus.COMPENSATION_FAILED,
-}
 
 
 class LeaseLost(Exception):
@@ -648,104 +637,6 @@ def wake(execution: WorkflowExecution) -> None:
         )
         execution.run_at, execution.ready = now, True
         claims.notify(execution.run_queue)
-
-
-def unmark_unclaimable() -> int:
-    """Clear `ready` on rows that cannot be claimed: held or finished rows that a process
-    older than the flag (during a rolling deploy) left marked. Claims skip them anyway;
-    this keeps them out of the claim's index. Workers run it when they start."""
-    return (
-        WorkflowExecution.objects.filter(ready=True).exclude(UNHELD_CLAIMABLE).update(ready=False)
-    )
-
-
-def wake_due(limit: int = WAKE_BATCH) -> int:
-    """Make executions whose time came runnable: retries and starts scheduled for now,
-    sleeps and wait timeouts that ran out. Conditional, so workers doing it at the same
-    time do it once; idle workers of the queues concerned are woken."""
-    now = clock.now()
-    due = WorkflowExecution.objects.timers_due(now).order_by("run_at")
-    ids = list(due.values_list("id", flat=True)[:limit])
-    if not ids:
-        return 0
-    woken = WorkflowExecution.objects.timers_due(now).filter(id__in=ids)
-    with transaction.atomic():
-        queues = set(woken.values_list("run_queue", flat=True))
-        count = woken.update(ready=True)
-        for queue in queues:
-            claims.notify(queue)
-    return count
-
-
-def release(
-    worker: str,
-    error_type: str,
-    message: str,
-    execution_id: uuid.UUID | None = None,
-    run_tokens: Sequence[uuid.UUID] = (),
-    keep: Collection[uuid.UUID] = (),
-) -> int:
-    """Give back what `worker` holds (but the executions in `keep`), or its claim of
-    `execution_id` held under one of `run_tokens`, so another worker takes it."""
-    held = WorkflowExecution.objects.filter(locked_by=worker).exclude(id__in=list(keep))
-    if execution_id is not None:
-        held = held.filter(id=execution_id, run_token__in=list(run_tokens))
-    return requeue(held, error_type, message)
-
-
-def requeue(candidates: QuerySet, error_type: str, message: str) -> int:
-    """Give held executions back unheld (running -> pending, compensating stays), up to
-    RELEASE_BATCH of them, each in its own transaction and under its row lock.
-
-    Clearing `run_token` fences the interrupted attempt: if it is still running
-    somewhere, nothing it returns can be recorded. An interruption does not use up a
-    retry; an attempt that really started counts towards DURABLE["MAX_RECOVERIES"], so
-    a step that keeps killing its worker fails instead of running forever, while a
-    claim lost before its attempt began (the database went away) costs nothing.
-    """
-    ids = list(candidates.order_by("id").values_list("id", flat=True)[:RELEASE_BATCH])
-    released = 0
-    for execution_id in ids:
-        with transaction.atomic():
-            try:
-                execution = lock(execution_id)
-            except ExecutionNotFound:
-                continue
-            if not candidates.filter(id=execution_id).exists():
-                continue  # let go meanwhile: finished, or released by someone else
-            _requeue_one(execution, error_type, message)
-            released += 1
-    return released
-
-
-def _requeue_one(execution: WorkflowExecution, error_type: str, message: str) -> None:
-    now = clock.now()
-    interruption = {"type": error_type, "message": message, "traceback": ""}
-    started = 0
-    if execution.run_token is not None:
-        started = StepExecution.objects.filter(
-            id=execution.run_token, status=StepStatus.RUNNING
-        ).update(status=StepStatus.FAILED, completed_at=now, error=interruption)
-    limit = conf.get("MAX_RECOVERIES")
-    recoveries = execution.recoveries + started
-    if recoveries >= limit:
-        too_many = {
-            "type": "TooManyInterruptions",
-            "message": f"The step was interrupted {limit} times in a row ({error_type}: "
-            f"{message}); it is not run again. Resume the execution to try once more.",
-            "traceback": "",
-        }
-        finish(execution, GIVEN_UP_AS[execution.status], error=too_many, fenced=False, now=now)
-        return
-    transition(
-        execution,
-        RELEASED_AS[execution.status],
-        fenced=False,
-        run_at=now,
-        recoveries=recoveries,
-        **claims.LEASE_CLEARED,
-    )
-    claims.notify(execution.run_queue)
 
 
 def _check(current: str, target: str) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Min
 
-from . import clock, executions, recording, registry
+from . import claims, clock, executions, recording, registry, releases
 from .errors import ExecutionNotFound
 from .executions import LeaseLost
 from .models import (
@@ -24,6 +24,7 @@ from .models import (
 )
 
 DEADLINE_BATCH = 500
+WAKE_BATCH = 1000
 
 
 def run_timers() -> None:
@@ -31,12 +32,12 @@ def run_timers() -> None:
     time came (made ready for the next claim)."""
     reclaim_expired_leases()
     expire_deadlines()
-    executions.wake_due()
+    wake_due()
 
 
 def reclaim_expired_leases() -> int:
     """Make executions whose worker stopped heartbeating runnable again."""
-    return executions.requeue(
+    return releases.requeue(
         WorkflowExecution.objects.lease_lapsed(clock.now()),
         "LeaseExpired",
         "The worker running this attempt stopped renewing its lease; the step runs again.",
@@ -97,3 +98,21 @@ def next_wakeup() -> datetime | None:
     ]
     times = [at for at in times if at is not None]
     return min(times) if times else None
+
+
+def wake_due(limit: int = WAKE_BATCH) -> int:
+    """Make executions whose time came runnable: retries and starts scheduled for now,
+    sleeps and wait timeouts that ran out. Conditional, so workers doing it at the same
+    time do it once; idle workers of the queues concerned are woken."""
+    now = clock.now()
+    due = WorkflowExecution.objects.timers_due(now).order_by("run_at")
+    ids = list(due.values_list("id", flat=True)[:limit])
+    if not ids:
+        return 0
+    woken = WorkflowExecution.objects.timers_due(now).filter(id__in=ids)
+    with transaction.atomic():
+        queues = set(woken.values_list("run_queue", flat=True))
+        count = woken.update(ready=True)
+        for queue in queues:
+            claims.notify(queue)
+    return count

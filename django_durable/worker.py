@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from django.db import connection, connections
 
-from . import claims, clock, conf, engine, executions, timers
+from . import claims, clock, conf, engine, releases, timers
 from .dsl import Step
 from .errors import WorkerError
 from .models import CLAIMED_AS, StepExecution, WorkflowExecution
@@ -176,7 +176,7 @@ class Worker:
         log.info("Worker %s stopped.", self.name)
 
     def _release_and_unregister(self, unfinished: int) -> None:
-        released = executions.release(
+        released = releases.release(
             self.name,
             "WorkerStopped",
             "The worker shut down before this attempt finished; the step runs again.",
@@ -196,7 +196,7 @@ class Worker:
     def _register(self) -> None:
         now = clock.now()
         self._remove_stale_workers()
-        executions.unmark_unclaimable()
+        claims.unmark_unclaimable()
         if connection.vendor == "sqlite":
             other = WorkerRow.objects.exclude(name=self.name).first()
             if other is not None:
@@ -229,7 +229,7 @@ class Worker:
         for row in neighbours:
             if not _process_alive(row.pid):
                 # Its process is gone for certain, so its work need not wait for the lease.
-                executions.release(
+                releases.release(
                     row.name,
                     "WorkerLost",
                     "The worker running this attempt died; the step runs again.",
@@ -267,7 +267,7 @@ class Worker:
         thread of it works on: give them back now, not when their lease lapses."""
         with self._lock:
             working_on = set(self._held)
-        released = executions.release(
+        released = releases.release(
             self.name,
             "WorkerError",
             "The worker lost the reply to its claim; the step runs again.",
@@ -433,7 +433,7 @@ class Worker:
         """Give back this thread's claim only, whichever of its tokens the database kept
         (a commit whose reply was lost may or may not have installed the next attempt's),
         and never a retry that another thread of this worker claimed meanwhile."""
-        executions.release(
+        releases.release(
             self.name,
             "WorkerError",
             "The worker hit an error while recording this attempt; the step runs again.",

@@ -15,7 +15,18 @@ import pytest
 from django.db import OperationalError, connection, connections, transaction
 
 import django_durable as durable
-from django_durable import Retry, claims, clock, engine, events, executions, step, timers, workflow
+from django_durable import (
+    Retry,
+    claims,
+    clock,
+    engine,
+    events,
+    executions,
+    releases,
+    step,
+    timers,
+    workflow,
+)
 from django_durable.dsl import Goto
 from django_durable.models import StepExecution, Wait, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
@@ -197,14 +208,14 @@ def test_a_release_waits_for_a_row_lock_instead_of_skipping_the_row():
         WorkflowExecution.objects.select_for_update().get(id=eid)
 
     with held_in_another_transaction(lock_the_row):
-        assert executions.release("w1", "WorkerStopped", "shutting down") == 1
+        assert releases.release("w1", "WorkerStopped", "shutting down") == 1
     execution = WorkflowExecution.objects.get(id=eid)
     assert (execution.status, execution.locked_by) == ("pending", None)
 
 
 @pytest.mark.django_db
 def test_lapsed_leases_are_reclaimed_in_batches(monkeypatch):
-    monkeypatch.setattr(executions, "RELEASE_BATCH", 3)
+    monkeypatch.setattr(releases, "RELEASE_BATCH", 3)
     ids = [two_steps.start({}) for _ in range(5)]
     assert len(claims.claim("w1", None, 5)) == 5
     WorkflowExecution.objects.update(locked_until=clock.now() - timedelta(seconds=1))
@@ -399,7 +410,7 @@ def test_the_run_parked_on_a_wait_is_resumed_even_if_one_claim_never_started():
     durable.send_event(eid, "go", "now")
     [claimed] = claims.claim("w1", None, 1)
     assert claimed.claimed_from == "waiting"
-    assert executions.release("w1", "WorkerError", "lost", eid, [claimed.run_token]) == 1
+    assert releases.release("w1", "WorkerError", "lost", eid, [claimed.run_token]) == 1
     run_until_idle()  # claimed from pending this time
     rows = StepExecution.objects.filter(execution_id=eid).order_by("started_at")
     assert [row.status for row in rows] == ["resumed", "completed"]

@@ -18,6 +18,7 @@ from django_durable import (
     clock,
     engine,
     executions,
+    releases,
     step,
     timers,
     workflow,
@@ -287,7 +288,7 @@ def test_a_compensating_execution_is_claimed_leased_and_fenced_and_keeps_its_pha
     stale.run_token = held.run_token  # the first holder's token no longer writes
     with pytest.raises(executions.LeaseLost):
         executions.transition(stale, ExecutionStatus.COMPENSATING, recoveries=5)
-    assert executions.release("w4", "WorkerStopped", "bye", eid, [again.run_token]) == 1
+    assert releases.release("w4", "WorkerStopped", "bye", eid, [again.run_token]) == 1
     assert WorkflowExecution.objects.get(id=eid).status == "compensating"
 
 
@@ -369,7 +370,7 @@ def test_the_door_keeps_ready_in_step_with_status_lease_and_time():
     timers.run_timers()
     [held] = claims.claim("w1", None, 1)
     assert not ready(eid)
-    assert executions.release("w1", "WorkerStopped", "bye") == 1
+    assert releases.release("w1", "WorkerStopped", "bye") == 1
     assert ready(eid)
     durable.cancel(eid)
     assert not ready(eid)
@@ -385,5 +386,5 @@ def test_rows_marked_ready_by_older_code_are_never_claimed_and_get_unmarked():
     WorkflowExecution.objects.filter(id=done).update(status="completed", locked_by=None)
     WorkflowExecution.objects.filter(id__in=[held, done]).update(ready=True)
     assert claims.claim("new-worker", None, 10) == []
-    assert executions.unmark_unclaimable() == 2
+    assert claims.unmark_unclaimable() == 2
     assert not WorkflowExecution.objects.filter(ready=True).exists()

@@ -20,6 +20,7 @@ from django_durable import (
     engine,
     executions,
     recording,
+    releases,
     step,
     timers,
     workflow,
@@ -378,10 +379,10 @@ def test_absurdly_large_numbers_are_refused_at_once():
 def test_releasing_one_claim_needs_its_run_token():
     execution_id = durable.start("tests.hello")
     [claimed] = claims.claim("w1", None, 1)
-    assert executions.release("w1", "WorkerError", "x", execution_id, [uuid.uuid4()]) == 0
+    assert releases.release("w1", "WorkerError", "x", execution_id, [uuid.uuid4()]) == 0
     assert durable.get_execution(execution_id).status == "running"
     tokens = [uuid.uuid4(), claimed.run_token]  # e.g. a next attempt's token that never committed
-    assert executions.release("w1", "WorkerError", "x", execution_id, tokens) == 1
+    assert releases.release("w1", "WorkerError", "x", execution_id, tokens) == 1
     assert durable.get_execution(execution_id).status == "pending"
 
 
@@ -426,7 +427,7 @@ def test_a_claim_lost_before_its_attempt_started_is_not_an_interruption(settings
     for round in range(5):
         [claimed] = claims.claim(f"lost-{round}", None, 1)
         assert (
-            executions.release(f"lost-{round}", "WorkerError", "x", claimed.id, [claimed.run_token])
+            releases.release(f"lost-{round}", "WorkerError", "x", claimed.id, [claimed.run_token])
             == 1
         )
     execution = durable.get_execution(execution_id)
