@@ -8,6 +8,7 @@ never deadlock.
 """
 
 import threading
+from contextlib import contextmanager
 
 import pytest
 from django.db import connection, connections, transaction
@@ -163,34 +164,44 @@ def test_a_finishing_child_locks_its_parent_before_writing_itself(kind):
     run_until_idle()  # the root parks
     child = under(root, quick_child, kind)
     [claimed] = claims.claim("w1", None, 5)
-    parent_held, release_parent = threading.Event(), threading.Event()
-
-    def hold_parent():
-        with transaction.atomic():
-            WorkflowExecution.objects.select_for_update().get(id=root)
-            parent_held.set()
-            release_parent.wait(30)
-        connections.close_all()
-
-    def run_child():
-        engine.run_claimed(claimed, worker="w1", queues=None)
-        connections.close_all()
-
-    holder = threading.Thread(target=hold_parent)
-    holder.start()
-    assert parent_held.wait(10)
-    runner = threading.Thread(target=run_child)
-    runner.start()
-    try:
+    with run_while_locked_elsewhere(root, [claimed]):
         wait_for(lambda: waiting_on_a_row_lock() > 0, "the child's ending to wait for its parent")
         with transaction.atomic():  # the child's own row is not locked meanwhile
             still_free = WorkflowExecution.objects.select_for_update(nowait=True).get(id=child)
             assert still_free.status == "running"
-    finally:
-        release_parent.set()
-        holder.join(10)
-        runner.join(10)
     assert load(child).status == "completed"
+
+
+@contextmanager
+def run_while_locked_elsewhere(execution_id, claimed):
+    """Hold an execution's row lock in another transaction, run the claimed executions
+    in threads of their own meanwhile, and let go of the lock when the block ends (the
+    threads are joined after that)."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic():
+            WorkflowExecution.objects.select_for_update().get(id=execution_id)
+            held.set()
+            release.wait(30)
+        connections.close_all()
+
+    def run(execution):
+        engine.run_claimed(execution, worker="w1", queues=None)
+        connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    runners = [threading.Thread(target=run, args=(execution,)) for execution in claimed]
+    for runner in runners:
+        runner.start()
+    try:
+        yield
+    finally:
+        release.set()
+        for thread in [holder, *runners]:
+            thread.join(10)
 
 
 def waiting_on_a_row_lock() -> int:
@@ -313,32 +324,8 @@ def test_branches_ending_at_once_wake_their_parent_once_the_last_one_is_recorded
     assert run_until_idle(max_steps=1) == 1  # the block forks
     branches = claims.claim("w1", None, 5)
     assert len(branches) == 2
-    parent_held, release_parent = threading.Event(), threading.Event()
-
-    def hold_parent():
-        with transaction.atomic():
-            WorkflowExecution.objects.select_for_update().get(id=root)
-            parent_held.set()
-            release_parent.wait(30)
-        connections.close_all()
-
-    def run_branch(branch):
-        engine.run_claimed(branch, worker="w1", queues=None)
-        connections.close_all()
-
-    holder = threading.Thread(target=hold_parent)
-    holder.start()
-    assert parent_held.wait(10)
-    runners = [threading.Thread(target=run_branch, args=(branch,)) for branch in branches]
-    for runner in runners:
-        runner.start()
-    try:
+    with run_while_locked_elsewhere(root, branches):
         wait_for(lambda: waiting_on_a_row_lock() >= 2, "both branches to wait for the parent")
-    finally:
-        release_parent.set()
-        holder.join(10)
-        for runner in runners:
-            runner.join(10)
     parent = load(root)
     assert [load(branch.id).status for branch in branches] == ["completed", "completed"]
     assert (parent.status, parent.ready) == ("waiting", True)
