@@ -23,6 +23,7 @@ from .dsl import (
 )
 from .errors import (
     BlockFailed,
+    ChildWorkflowFailed,
     ContextNotSerializable,
     DurableError,
     ExecutionNotActive,
@@ -53,11 +54,15 @@ _LAZY_API = {
     "send_event": "events",
     "provide_input": "inputs",
     "list_pending_inputs": "inputs",
+    "call_workflow": "orchestration",
+    "start_workflow": "orchestration",
+    "list_children": "orchestration",
 }
 
 __all__ = [
     "DEFAULT",
     "BlockFailed",
+    "ChildWorkflowFailed",
     "ContextNotSerializable",
     "DurableError",
     "ExecutionNotActive",

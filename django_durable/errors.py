@@ -107,6 +107,18 @@ class NoBranchMatched(NonRetryableError):
     """A branch's `on(ctx)` gave a value none of its cases has, and it has no default."""
 
 
+class ChildWorkflowFailed(DurableError):
+    """A child workflow called with `call_workflow` did not complete: it failed, was
+    cancelled or compensated, or (`status == "timed_out"`) the call's timeout passed
+    first and the child was cancelled."""
+
+    def __init__(self, message: str, execution_id=None, status: str = "", error=None):
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.status = status
+        self.error = error
+
+
 class BlockFailed(NonRetryableError):
     """A parallel branch or a foreach item failed, so its block fails (on_error
     "fail_fast"). `.unit` names the branch or item, `.error` is its error record."""

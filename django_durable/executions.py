@@ -98,6 +98,7 @@ def create_execution(
     parent: WorkflowExecution | None = None,
     kind: str = ExecutionKind.WORKFLOW,
     item_index: int | None = None,
+    parent_step_seq: int | None = None,
 ) -> uuid.UUID:
     """The row behind `start`, also for what runs under a parent: a child workflow
     (its own root), a parallel branch or a foreach item (addressed through the parent's
@@ -129,6 +130,7 @@ def create_execution(
         parent=parent,
         kind=kind,
         item_index=item_index,
+        parent_step_seq=parent_step_seq,
     )
     execution.root_id = execution.id
     if parent is not None and kind != ExecutionKind.WORKFLOW:
@@ -270,9 +272,15 @@ def cancel(
 
 
 def _cancel_tree(
-    execution: WorkflowExecution, reason: str | None, now: datetime, compensate: bool
+    execution: WorkflowExecution,
+    reason: str | None,
+    now: datetime,
+    compensate: bool,
+    children_reason: str | None = None,
 ) -> None:
-    """Cancel an execution, then its active children (locked after it: the lock order)."""
+    """Cancel an execution, then the active child workflows it or its branches and
+    items started, recursively (locked after it: the lock order). Descendants get the
+    reason "parent cancelled: <reason>"; finished ones are left as they are."""
     finish(
         execution,
         ExecutionStatus.CANCELLED,
@@ -281,9 +289,13 @@ def _cancel_tree(
         compensate=compensate,
         cancel_reason=reason,
     )
-    children = execution.children.select_for_update().active()
-    for child in children.filter(kind=ExecutionKind.WORKFLOW).order_by("id"):
-        _cancel_tree(child, reason, now, compensate)
+    if children_reason is None:
+        children_reason = f"parent cancelled: {reason}" if reason else "parent cancelled"
+    children = WorkflowExecution.objects.select_for_update(of=("self",)).filter(
+        kind=ExecutionKind.WORKFLOW, parent__root_id=execution.root_id
+    )
+    for child in children.active().exclude(id=execution.id).order_by("id"):
+        _cancel_tree(child, children_reason, now, compensate, children_reason)
 
 
 def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
@@ -517,6 +529,20 @@ def finish(
         claims.notify(execution.run_queue)
     if execution.kind != ExecutionKind.WORKFLOW and not quiet:
         _member_finished(execution, parent, now)
+    elif parent is not None and status in FINAL_STATUSES:
+        _child_finished(execution, parent, now)
+
+
+def _child_finished(child: WorkflowExecution, parent: dict, now: datetime) -> None:
+    """A child workflow ended (its parent is locked, by `finish`): a parent parked on
+    it (in the step visit that called it) runs the step again to take the result.
+    A child started with `start_workflow` has no visit and wakes nobody."""
+    waiting = parent["status"] == ExecutionStatus.WAITING
+    if waiting and child.parent_step_seq == parent["step_seq"]:
+        WorkflowExecution.objects.filter(id=parent["id"], status=ExecutionStatus.WAITING).update(
+            run_at=now, ready=True
+        )
+        claims.notify(parent["run_queue"])
 
 
 def _lock_parent(execution: WorkflowExecution) -> dict:

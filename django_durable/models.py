@@ -259,6 +259,15 @@ class StepExecution(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     is_compensation = models.BooleanField(default=False)
     compensation_for = models.CharField(max_length=200, null=True, blank=True)
+    # The child workflow this attempt started (`call_workflow`, `start_workflow`).
+    child = models.ForeignKey(
+        WorkflowExecution,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+    )
 
     class Meta:
         db_table = "durable_step"
@@ -314,6 +323,7 @@ class Wait(models.Model):
         EVENT = "event"
         ANY = "any"
         ALL = "all"
+        CHILD = "child"  # a child workflow a step started (`result` holds its id)
 
     # Indexed by durable_wait_unique (execution, step_seq, key): no index of its own.
     execution = models.ForeignKey(

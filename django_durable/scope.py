@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +55,7 @@ class StepScope:
     root_id: object = None
     atomic_depth: int = 0
     sleeps: int = 0
+    children: set = field(default_factory=set)  # child keys called in this run
 
     def next_sleep_key(self) -> str:
         """Sleeps have no name, so they are told apart by their order in the step."""

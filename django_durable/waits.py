@@ -14,7 +14,7 @@ they are called in), so a step may wait several times. Event waits live beside
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import clock, events, forks, inputs
+from . import clock, events, forks, inputs, orchestration
 from .durations import to_timedelta
 from .errors import WorkflowDefinitionError
 from .events import wait_for_all, wait_for_any, wait_for_event
@@ -66,6 +66,8 @@ def can_resume(execution_id: Any, step_seq: int, key: str) -> bool:
     wait = Wait.objects.filter(execution_id=execution_id, step_seq=step_seq, key=key).first()
     if wait is None or wait.status != WaitStatus.WAITING:
         return True
+    if wait.kind == Wait.Kind.CHILD:
+        return orchestration.child_finished(wait)
     return wait.kind != Wait.Kind.SLEEP and events.has_unconsumed(wait)
 
 

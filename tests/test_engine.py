@@ -363,10 +363,12 @@ def test_cancel_parent_cancels_active_children():
 
     durable.cancel(parent, reason="stop all")
 
-    for eid in (parent, child.id, grandchild.id):
+    reasons = {parent: "stop all", child.id: "parent cancelled: stop all"}
+    reasons[grandchild.id] = "parent cancelled: stop all"  # the reason its tree went
+    for eid, reason in reasons.items():
         execution = WorkflowExecution.objects.get(id=eid)
         assert execution.status == "cancelled"
-        assert execution.cancel_reason == "stop all"
+        assert execution.cancel_reason == reason
         assert execution.completed_at is not None
     assert WorkflowExecution.objects.get(id=finished_child.id).status == "completed"
     assert WorkflowExecution.objects.get(id=unrelated.id).status == "pending"

@@ -2,7 +2,7 @@
 
 from django_durable import workflow
 
-from . import control_workflows, failover_workflows, worker_workflows  # noqa: F401
+from . import child_workflows, control_workflows, failover_workflows, worker_workflows  # noqa: F401
 from .crash_control_workflows import crash_parallel, crash_saga  # noqa: F401
 
 
