@@ -1,13 +1,19 @@
 """Child workflows: call_workflow, start_workflow, list_children and cascading cancels."""
 
+import threading
+from datetime import timedelta
+
 import pytest
+from django.db import connections
 
 import django_durable as durable
+from django_durable import call_workflow, claims, clock, engine, recording, timers, workflow
 from django_durable.events import send_event
 from django_durable.models import StepExecution, Wait, WorkflowExecution
 from django_durable.orchestration import list_children
 from django_durable.testing import advance_clock, run_until_idle
 from tests.calls import calls
+from tests.worker_support import IS_POSTGRES
 from tests.workflows_app import child_workflows as wf
 
 pytestmark = pytest.mark.django_db
@@ -167,3 +173,129 @@ def test_list_children_filters_by_status():
     run_until_idle()
     assert [c.status for c in list_children(eid, status="failed")] == ["failed"]
     assert list(list_children(eid, status="completed")) == []
+
+
+# -- crashes and races ---------------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """The worker process dying, as far as the engine can tell."""
+
+
+def test_a_crash_between_starting_the_child_and_parking_starts_no_second_child(monkeypatch):
+    eid = durable.start(wf.order, {"order_id": 7, "email": "a@x"})
+    real_park = recording._park
+
+    def die_once(*args, **kwargs):
+        monkeypatch.setattr(recording, "_park", real_park)
+        raise Killed
+
+    monkeypatch.setattr(recording, "_park", die_once)
+    [claimed] = claims.claim("doomed", None, 1)
+    with pytest.raises(Killed):
+        engine.run_claimed(claimed, worker="doomed", queues=None)
+    assert load(eid).status == "running"  # never parked: the worker died first
+    assert list_children(eid).count() == 1  # but its child was started and kept
+    WorkflowExecution.objects.filter(id=eid).update(locked_until=clock.now() - timedelta(seconds=1))
+    assert timers.reclaim_expired_leases() == 1
+    run_until_idle()
+    parent = load(eid)
+    assert parent.status == "completed", parent.error
+    assert (
+        WorkflowExecution.objects.filter(parent_id=eid, workflow_name="tests.child.payment").count()
+        == 1
+    )
+    assert calls["charge"] == 1
+
+
+def test_cancel_with_compensate_compensates_the_children_too():
+    eid = durable.start(wf.saga_parent, {})
+    run_until_idle()
+    [child] = list_children(eid)
+    assert load(child.id).status == "waiting"
+    durable.cancel(eid, "undo all", compensate=True)
+    run_until_idle()
+    assert load(eid).status == "compensated"
+    child = load(child.id)
+    assert (child.status, child.cancel_reason) == ("compensated", "parent cancelled: undo all")
+    assert calls["undo_reserve"] == 1 and calls["undo_book"] == 1
+
+
+GATES: dict[str, dict[str, threading.Event]] = {}
+
+
+def gated(ctx):
+    gate = GATES[ctx["gate"]]
+    gate["started"].set()
+    gate["release"].wait(10)
+    return {**ctx, "result": "kept"}
+
+
+def calls_gated(ctx):
+    return {**ctx, "inner": call_workflow(gated_level, {"gate": ctx["gate"]})["result"]}
+
+
+def calls_middle(ctx):
+    return {**ctx, "outer": call_workflow(middle_level, {"gate": ctx["gate"]})["inner"]}
+
+
+gated_level = workflow("tests.child.gated", [gated])
+middle_level = workflow("tests.child.middle", [calls_gated])
+top_level = workflow("tests.child.top", [calls_middle])
+
+
+def race_cancel_against_a_finishing_grandchild(round: int) -> str:
+    gate = {"started": threading.Event(), "release": threading.Event()}
+    GATES[str(round)] = gate
+    root = durable.start(top_level, {"gate": str(round)})
+    run_until_idle(max_steps=2)  # the root and the middle park on their children
+    [middle] = list_children(root)
+    [grandchild] = list_children(middle.id)
+    [claimed] = claims.claim("w1", None, 1)
+    assert claimed.id == grandchild.id
+    errors = []
+
+    def finish_grandchild():
+        try:
+            engine.run_claimed(claimed, worker="w1", queues=None)
+        except Exception as exc:  # a deadlock would surface here
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def cancel_tree():
+        try:
+            gate["started"].wait(10)
+            if round % 2:
+                gate["release"].set()  # let the grandchild race the cancel
+            durable.cancel(root, reason="race")
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            gate["release"].set()
+            connections.close_all()
+
+    threads = [threading.Thread(target=finish_grandchild), threading.Thread(target=cancel_tree)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "deadlocked"
+    assert errors == []
+    assert (load(root).status, load(middle.id).status) == ("cancelled", "cancelled")
+    finished = load(grandchild.id)
+    completed = StepExecution.objects.filter(execution_id=grandchild.id, status="completed")
+    if finished.status == "completed":
+        assert finished.context["result"] == "kept" and completed.count() == 1
+    else:
+        assert finished.cancel_reason == "parent cancelled: race"
+        assert not completed.exists()
+    assert finished.locked_by is None
+    return finished.status
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="row locks are PostgreSQL's (SQLite has one writer)")
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_three_levels_while_the_grandchild_finishes_neither_deadlocks_nor_loses():
+    outcomes = [race_cancel_against_a_finishing_grandchild(round) for round in range(8)]
+    assert "cancelled" in outcomes

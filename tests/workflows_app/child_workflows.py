@@ -6,6 +6,7 @@ from django_durable import (
     call_workflow,
     foreach,
     start_workflow,
+    step,
     workflow,
 )
 from django_durable.helpers import assign, minutes
@@ -110,3 +111,31 @@ def pay_item(ctx, item, index):
 
 
 per_item = workflow("tests.child.per_item", [foreach("pay", lambda ctx: ctx["ids"], pay_item)])
+
+
+def undo_reserve(ctx):
+    count_call("undo_reserve")
+
+
+def undo_book(ctx):
+    count_call("undo_book")
+
+
+@step(compensate=undo_reserve)
+def reserve(ctx):
+    return assign(ctx, "reserved", True)
+
+
+@step(compensate=undo_book)
+def book(ctx):
+    return assign(ctx, "booked", True)
+
+
+saga_child = workflow("tests.child.saga_child", [book, waits_for_go])
+
+
+def reserve_then_call(ctx):
+    return {**ctx, "child": call_workflow(saga_child, {})}
+
+
+saga_parent = workflow("tests.child.saga_parent", [reserve, reserve_then_call])
