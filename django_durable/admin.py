@@ -7,6 +7,7 @@ resume actions), never through editing rows.
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from . import executions, forks
@@ -167,11 +168,16 @@ def _timeline_row(row: StepExecution) -> str:
     error = ""
     if row.error:
         error = f"{row.error.get('type', '')}: {row.error.get('message', '')}"
+    child = ""
+    if row.child_id is not None:
+        url = reverse("admin:django_durable_workflowexecution_change", args=[row.child_id])
+        child = format_html(' <a class="child" href="{}">child {}</a>', url, str(row.child_id)[:8])
     return format_html(
-        '<tr class="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+        '<tr class="{}"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
         "<td>{}</td></tr>",
         "compensation" if row.is_compensation else unit.split(" ")[0] or "own",
         step,
+        child,
         unit,
         row.attempt,
         row.status,

@@ -113,3 +113,21 @@ def test_execution_page_shows_branches_items_and_compensations_in_order(page, li
     undoing = [step for step in steps if "(undoes" in step]
     assert undoing[-1] == "cancel_flight (undoes book_flight)"
     assert page.locator("table.durable-timeline tr.compensation").count() == len(undoing)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_that_started_a_child_links_to_it(page, live_server):
+    from tests.workflows_app.child_workflows import order
+
+    execution_id = durable.start(order, {"order_id": 7, "email": "a@x"})
+    run_until_idle()
+    [payment, _] = durable.list_children(execution_id)
+    log_in(page, live_server)
+
+    page.goto(f"{live_server.url}/admin/django_durable/workflowexecution/{execution_id}/change/")
+    link = page.locator("table.durable-timeline a.child").first
+    assert link.inner_text() == f"child {str(payment.id)[:8]}"
+    link.click()
+    page.wait_for_selector("table.durable-timeline")
+    assert str(payment.id) in page.url
+    assert "charge" in page.locator("table.durable-timeline").inner_text()
