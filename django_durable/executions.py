@@ -22,9 +22,9 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
-from . import claims, clock, codec, compensations, forks, registry
+from . import claims, clock, codec, compensations, conf, forks, registry
 from .dsl.moves import End, Fork
 from .dsl.names import IDEMPOTENCY_KEY, QUEUE, checked_name
 from .errors import (
@@ -45,6 +45,7 @@ from .models import (
     ExecutionStatus,
     InputStatus,
     PendingInput,
+    Schedule,
     StepExecution,
     StepStatus,
     Wait,
@@ -99,6 +100,7 @@ def create_execution(
     kind: str = ExecutionKind.WORKFLOW,
     item_index: int | None = None,
     parent_step_seq: int | None = None,
+    schedule: Any = None,
 ) -> uuid.UUID:
     """The row behind `start`, also for what runs under a parent: a child workflow
     (its own root), a parallel branch or a foreach item (addressed through the parent's
@@ -131,6 +133,7 @@ def create_execution(
         kind=kind,
         item_index=item_index,
         parent_step_seq=parent_step_seq,
+        schedule=schedule,
     )
     execution.root_id = execution.id
     if parent is not None and kind != ExecutionKind.WORKFLOW:
@@ -531,6 +534,24 @@ def finish(
         _member_finished(execution, parent, now)
     elif parent is not None and status in FINAL_STATUSES:
         _child_finished(execution, parent, now)
+    if execution.schedule_id is not None and status in FINAL_STATUSES:
+        _count_scheduled_run(execution, now)
+
+
+def _count_scheduled_run(execution: WorkflowExecution, now: datetime) -> None:
+    """A scheduled run ended: a completed one resets its schedule's failure count, one
+    that did not complete (failed, compensated, not cancelled) adds to it, and too many
+    in a row (DURABLE["SCHEDULE_AUTO_DISABLE_AFTER"]) disable the schedule."""
+    schedule = Schedule.objects.filter(id=execution.schedule_id)
+    if execution.status == ExecutionStatus.COMPLETED:
+        schedule.update(consecutive_failures=0, last_error=None)
+    elif execution.status != ExecutionStatus.CANCELLED:
+        schedule.update(
+            consecutive_failures=F("consecutive_failures") + 1, last_error=execution.error
+        )
+        schedule.filter(
+            enabled=True, consecutive_failures__gte=conf.get("SCHEDULE_AUTO_DISABLE_AFTER")
+        ).update(enabled=False, next_run_at=None, auto_disabled_at=now)
 
 
 def _child_finished(child: WorkflowExecution, parent: dict, now: datetime) -> None:

@@ -189,6 +189,15 @@ class WorkflowExecution(models.Model):
     locked_by = models.CharField(max_length=255, null=True, blank=True)
     locked_until = models.DateTimeField(null=True, blank=True)
     run_token = models.UUIDField(null=True, blank=True)
+    # The schedule that started it, if one did (its runs' outcomes are counted there).
+    schedule = models.ForeignKey(
+        "Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+        db_index=False,
+    )
 
     objects = WorkflowExecutionQuerySet.as_manager()
 
@@ -466,3 +475,42 @@ class PendingInput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.input_name} ({self.get_input_type_display()}, {self.status})"
+
+
+class Schedule(models.Model):
+    """A workflow started on a cron schedule, read in a time zone.
+
+    Declared ones (`workflow(..., schedule=cron(...))`) follow their code when workers
+    start; people may enable or disable any of them. `next_run_at` is when it fires
+    next; each due time starts one execution with an idempotency key made of the
+    schedule and that time, so it fires once however many workers see it.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    workflow_name = models.CharField(max_length=200)
+    cron = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, default="UTC")
+    input = DurableJSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=100, null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    declared = models.BooleanField(default=False)  # comes from a workflow's schedule=
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_error = models.JSONField(null=True, blank=True)
+    auto_disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "durable_schedule"
+        ordering = ["name"]
+        indexes = [
+            models.Index(
+                fields=["next_run_at"], condition=Q(enabled=True), name="durable_schedule_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "enabled" if self.enabled else "disabled"
+        return f"{self.name} ({self.cron} {self.timezone}, {state})"

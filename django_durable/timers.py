@@ -1,5 +1,6 @@
 """Work that falls due by time alone and that no claim picks up by itself: leases that
-lapsed, workflow deadlines that passed, attempts that overran their step timeout.
+lapsed, workflow deadlines that passed, attempts that overran their step timeout,
+schedules whose time came.
 
 Workers run these on their poll interval (and `testing.run_until_idle` before every
 claim); each change goes through the door in `executions`, one execution per
@@ -12,7 +13,7 @@ from datetime import datetime
 from django.db import transaction
 from django.db.models import Min
 
-from . import claims, clock, executions, recording, registry, releases
+from . import claims, clock, executions, recording, registry, releases, schedules
 from .errors import ExecutionNotFound
 from .executions import LeaseLost
 from .models import (
@@ -32,6 +33,7 @@ def run_timers() -> None:
     time came (made ready for the next claim)."""
     reclaim_expired_leases()
     expire_deadlines()
+    schedules.fire_due()
     wake_due()
 
 
@@ -86,8 +88,10 @@ def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
 
 def next_wakeup() -> datetime | None:
     """The earliest time something falls due: a timer's `run_at`, a deadline, a lease's
-    end. Each is the first entry of a partial index, so this reads a few buffers."""
+    end, a schedule's next run. Each is the first entry of a partial index, so this
+    reads a few buffers."""
     times = [
+        schedules.next_due(),
         WorkflowExecution.objects.filter(TIMER_SET).aggregate(at=Min("run_at"))["at"],
         WorkflowExecution.objects.filter(
             status__in=FORWARD_STATUSES, deadline__isnull=False

@@ -25,7 +25,7 @@ from datetime import timedelta
 
 from django.db import connection, connections
 
-from . import claims, clock, conf, engine, releases, timers
+from . import claims, clock, conf, engine, releases, schedules, timers
 from .dsl import Step
 from .errors import WorkerError
 from .models import CLAIMED_AS, StepExecution, WorkflowExecution
@@ -197,6 +197,7 @@ class Worker:
         now = clock.now()
         self._remove_stale_workers()
         claims.unmark_unclaimable()
+        schedules.sync()
         if connection.vendor == "sqlite":
             other = WorkerRow.objects.exclude(name=self.name).first()
             if other is not None:

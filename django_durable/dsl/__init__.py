@@ -4,6 +4,7 @@ Nothing here touches the database; the engine runs what these objects describe.
 """
 
 from .control import DEFAULT, Branch, Decision, branch, decision
+from .cron import Cron, cron
 from .definition import Workflow, workflow
 from .fanout import Foreach, Parallel, foreach, parallel
 from .graph import Graph, MemberResult
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT",
     "END",
     "Branch",
+    "Cron",
     "Decision",
     "End",
     "Foreach",
@@ -30,6 +32,7 @@ __all__ = [
     "Step",
     "Workflow",
     "branch",
+    "cron",
     "decision",
     "foreach",
     "goto",

@@ -2,7 +2,13 @@
 
 from django_durable import workflow
 
-from . import child_workflows, control_workflows, failover_workflows, worker_workflows  # noqa: F401
+from . import (  # noqa: F401
+    child_workflows,
+    control_workflows,
+    failover_workflows,
+    scheduled_workflows,
+    worker_workflows,
+)
 from .crash_control_workflows import crash_parallel, crash_saga  # noqa: F401
 
 

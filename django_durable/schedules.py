@@ -1,0 +1,235 @@
+"""Cron schedules: declared with `workflow(..., schedule=cron(...))` or made at run time,
+kept as `Schedule` rows, and fired by the workers' timers.
+
+Firing a due schedule starts its workflow with an idempotency key made of the schedule
+and the due time (`_fire`), so the database itself guarantees each due time starts one
+execution however many workers fire it at once. The next due time is computed from
+now, not from the missed one: after downtime a schedule fires once, not once per slot.
+Each run's outcome is counted on its schedule by the door (`executions.finish`).
+"""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Min, QuerySet
+
+from . import clock, executions, registry
+from .dsl.cron import Cron, cron_problem, next_time
+from .dsl.names import QUEUE, WORKFLOW_NAME, checked_name
+from .errors import DurableError, WorkflowDefinitionError
+from .models import Schedule
+
+FIRE_BATCH = 100
+EDITABLE = ("workflow", "cron", "timezone", "input", "queue", "enabled")
+
+
+class ScheduleNotFound(DurableError):
+    """No schedule has the given name."""
+
+
+def create_schedule(
+    name: str,
+    workflow: "registry.Definition | str",
+    cron: str,
+    *,
+    timezone: str = "UTC",
+    input: dict | None = None,
+    queue: str | None = None,
+    enabled: bool = True,
+) -> Schedule:
+    """Make a schedule; a name already taken, a bad cron or zone is a ValidationError,
+    an unknown workflow UnknownWorkflow."""
+    definition = registry.get(workflow)
+    _check(name, cron, timezone, input, queue)
+    now = clock.now()
+    schedule = Schedule(
+        name=name,
+        workflow_name=definition.name,
+        cron=cron,
+        timezone=timezone,
+        input=input or {},
+        queue=queue,
+        enabled=enabled,
+        next_run_at=next_time(cron, timezone, now) if enabled else None,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with transaction.atomic():
+            schedule.save(force_insert=True)
+    except IntegrityError:
+        raise ValidationError(f"A schedule named {name!r} already exists.") from None
+    return schedule
+
+
+def get_schedule(name: str) -> Schedule:
+    try:
+        return Schedule.objects.get(name=name)
+    except Schedule.DoesNotExist:
+        raise ScheduleNotFound(f"No schedule named {name!r}.") from None
+
+
+def update_schedule(name: str, /, **changes: Any) -> Schedule:
+    """Change a schedule's workflow, cron, timezone, input, queue or enabled; a changed
+    cron or zone moves its next due time."""
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise ValidationError(f"Cannot update {sorted(unknown)}; editable: {', '.join(EDITABLE)}.")
+    with transaction.atomic():
+        schedule = _locked(name)
+        if "workflow" in changes:
+            schedule.workflow_name = registry.get(changes.pop("workflow")).name
+        for field, value in changes.items():
+            setattr(schedule, field, value)
+        _check(schedule.name, schedule.cron, schedule.timezone, schedule.input, schedule.queue)
+        _reschedule(schedule, clock.now())
+        schedule.save()
+    return schedule
+
+
+def delete_schedule(name: str) -> None:
+    deleted, _ = Schedule.objects.filter(name=name).delete()
+    if not deleted:
+        raise ScheduleNotFound(f"No schedule named {name!r}.")
+
+
+def enable_schedule(name: str) -> Schedule:
+    """Enable a schedule (also one disabled after too many failures): it fires next at
+    its next due time from now, with its failure count reset."""
+    return update_schedule(name, enabled=True)
+
+
+def disable_schedule(name: str) -> Schedule:
+    return update_schedule(name, enabled=False)
+
+
+def trigger_schedule(name: str, *, input: dict | None = None) -> uuid.UUID:
+    """Start the schedule's workflow now, outside its times; returns the execution id."""
+    schedule = get_schedule(name)
+    return _start(schedule, schedule.input if input is None else input, key=None)
+
+
+def list_schedules(
+    enabled: bool | None = None, workflow: "registry.Definition | str | None" = None
+) -> QuerySet:
+    schedules = Schedule.objects.order_by("name")
+    if enabled is not None:
+        schedules = schedules.filter(enabled=enabled)
+    if workflow is not None:
+        name = workflow if isinstance(workflow, str) else workflow.name
+        schedules = schedules.filter(workflow_name=name)
+    return schedules
+
+
+def sync() -> None:
+    """Make the declared schedules' rows follow the code: cron, zone, input and queue as
+    declared; `enabled` and the run times people set are kept; a declared schedule whose
+    declaration is gone is disabled, not deleted. Workers run it when they start."""
+    now = clock.now()
+    declared = {wf.name: wf for wf in registry.all_workflows() if isinstance(wf.schedule, Cron)}
+    with transaction.atomic():
+        for name, definition in declared.items():
+            _sync_one(name, definition, now)
+        gone = Schedule.objects.filter(declared=True, enabled=True).exclude(name__in=declared)
+        gone.update(enabled=False, next_run_at=None, updated_at=now)
+
+
+def fire_due(limit: int = FIRE_BATCH) -> int:
+    """Start the workflows of the schedules that are due; returns how many started."""
+    now = clock.now()
+    due = Schedule.objects.filter(enabled=True, next_run_at__lte=now).order_by("next_run_at")
+    fired = 0
+    for schedule_id in list(due.values_list("id", flat=True)[:limit]):
+        fired += _fire(schedule_id, now)
+    return fired
+
+
+def next_due() -> datetime | None:
+    """When the next enabled schedule is due (durable_schedule_due), for the timers."""
+    return Schedule.objects.filter(enabled=True).aggregate(at=Min("next_run_at"))["at"]
+
+
+def run_key(schedule: Schedule, due: datetime) -> str:
+    """The idempotency key of a schedule's run at a due time: one execution per time."""
+    return f"schedule:{schedule.id}:{due.strftime('%Y%m%dT%H%M%S.%fZ')}"
+
+
+# -- internals ---------------------------------------------------------------------------
+
+
+def _sync_one(name: str, definition: registry.Definition, now: datetime) -> None:
+    declaration: Cron = definition.schedule
+    schedule = Schedule.objects.select_for_update().filter(name=name).first()
+    if schedule is None:
+        schedule = Schedule(name=name, enabled=True, created_at=now)
+    moved = (schedule.cron, schedule.timezone) != (declaration.expression, declaration.timezone)
+    schedule.workflow_name = definition.name
+    schedule.cron = declaration.expression
+    schedule.timezone = declaration.timezone
+    schedule.input = declaration.input
+    schedule.queue = declaration.queue
+    schedule.declared = True
+    schedule.updated_at = now
+    if schedule.enabled and (moved or schedule.next_run_at is None):
+        schedule.next_run_at = next_time(schedule.cron, schedule.timezone, now)
+    schedule.save()
+
+
+def _fire(schedule_id: int, now: datetime) -> int:
+    """Start one due schedule's run and move it to its next time, under its row lock."""
+    with transaction.atomic():
+        schedule = (
+            Schedule.objects.select_for_update(skip_locked=True)
+            .filter(id=schedule_id, enabled=True, next_run_at__lte=now)
+            .first()
+        )
+        if schedule is None:
+            return 0  # fired by another worker meanwhile
+        due = schedule.next_run_at
+        _start(schedule, schedule.input, key=run_key(schedule, due))
+        schedule.last_run_at = due
+        schedule.next_run_at = next_time(schedule.cron, schedule.timezone, max(now, due))
+        schedule.updated_at = now
+        schedule.save(update_fields=["last_run_at", "next_run_at", "updated_at"])
+    return 1
+
+
+def _start(schedule: Schedule, input: dict, key: str | None) -> uuid.UUID:
+    definition = registry.get(schedule.workflow_name)
+    return executions.create_execution(
+        definition, input, queue=schedule.queue, idempotency_key=key, schedule=schedule
+    )
+
+
+def _reschedule(schedule: Schedule, now: datetime) -> None:
+    if schedule.enabled:
+        schedule.next_run_at = next_time(schedule.cron, schedule.timezone, now)
+        schedule.auto_disabled_at = None
+        schedule.consecutive_failures = 0
+    else:
+        schedule.next_run_at = None
+    schedule.updated_at = now
+
+
+def _locked(name: str) -> Schedule:
+    schedule = Schedule.objects.select_for_update().filter(name=name).first()
+    if schedule is None:
+        raise ScheduleNotFound(f"No schedule named {name!r}.")
+    return schedule
+
+
+def _check(name: Any, cron: Any, timezone: Any, input: Any, queue: Any) -> None:
+    try:
+        checked_name(name, "A schedule name", WORKFLOW_NAME)
+        if queue is not None:
+            checked_name(queue, "A schedule's queue", QUEUE)
+    except WorkflowDefinitionError as exc:
+        raise ValidationError(str(exc)) from None
+    problem = cron_problem(cron, timezone)
+    if problem:
+        raise ValidationError(problem)
+    if input is not None and not isinstance(input, dict):
+        raise ValidationError("A schedule's input must be a dict.")
