@@ -14,7 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Min, QuerySet
+from django.db.models import QuerySet
 
 from . import clock, executions, registry
 from .dsl.cron import Cron, cron_problem, next_time
@@ -23,6 +23,7 @@ from .errors import DurableError, WorkflowDefinitionError
 from .models import Schedule
 
 FIRE_BATCH = 100
+_upcoming: datetime | None = None  # the next due time the last `fire_due` saw
 EDITABLE = ("workflow", "cron", "timezone", "input", "queue", "enabled")
 
 
@@ -138,18 +139,35 @@ def sync() -> None:
 
 
 def fire_due(limit: int = FIRE_BATCH) -> int:
-    """Start the workflows of the schedules that are due; returns how many started."""
+    """Start the workflows of the schedules that are due; returns how many started.
+
+    One query when nothing is due: it reads the earliest schedules in time order
+    (durable_schedule_due), fires those whose time came and remembers when the next is
+    due, for `next_due`, so an idle worker asks the schedules table once per poll."""
+    global _upcoming
     now = clock.now()
-    due = Schedule.objects.filter(enabled=True, next_run_at__lte=now).order_by("next_run_at")
+    earliest = list(
+        Schedule.objects.filter(enabled=True, next_run_at__isnull=False)
+        .order_by("next_run_at")
+        .values_list("id", "next_run_at")[:limit]
+    )
+    due = [schedule_id for schedule_id, at in earliest if at <= now]
+    upcoming = [at for _, at in earliest if at > now]
     fired = 0
-    for schedule_id in list(due.values_list("id", flat=True)[:limit]):
-        fired += _fire(schedule_id, now)
+    for schedule_id in due:
+        started, following = _fire(schedule_id, now)
+        fired += started
+        upcoming.extend([following] if following else [])
+    if len(due) == limit:
+        upcoming.append(now)  # more are due than one call fires: come back at once
+    _upcoming = min(upcoming, default=None)
     return fired
 
 
 def next_due() -> datetime | None:
-    """When the next enabled schedule is due (durable_schedule_due), for the timers."""
-    return Schedule.objects.filter(enabled=True).aggregate(at=Min("next_run_at"))["at"]
+    """When a schedule is next due, as the last `fire_due` of this process saw it (a
+    schedule made since is seen at the next poll at the latest)."""
+    return _upcoming
 
 
 def run_key(schedule: Schedule, due: datetime) -> str:
@@ -178,8 +196,9 @@ def _sync_one(name: str, definition: registry.Definition, now: datetime) -> None
     schedule.save()
 
 
-def _fire(schedule_id: int, now: datetime) -> int:
-    """Start one due schedule's run and move it to its next time, under its row lock."""
+def _fire(schedule_id: int, now: datetime) -> tuple[int, datetime | None]:
+    """Start one due schedule's run and move it to its next time, under its row lock;
+    returns how many runs started (0 or 1) and its next time."""
     with transaction.atomic():
         schedule = (
             Schedule.objects.select_for_update(skip_locked=True)
@@ -187,14 +206,14 @@ def _fire(schedule_id: int, now: datetime) -> int:
             .first()
         )
         if schedule is None:
-            return 0  # fired by another worker meanwhile
+            return 0, None  # fired by another worker meanwhile
         due = schedule.next_run_at
         _start(schedule, schedule.input, key=run_key(schedule, due))
         schedule.last_run_at = due
         schedule.next_run_at = next_time(schedule.cron, schedule.timezone, max(now, due))
         schedule.updated_at = now
         schedule.save(update_fields=["last_run_at", "next_run_at", "updated_at"])
-    return 1
+    return 1, schedule.next_run_at
 
 
 def _start(schedule: Schedule, input: dict, key: str | None) -> uuid.UUID:

@@ -198,7 +198,15 @@ def test_failures_are_counted_and_disable_the_schedule_after_too_many(settings):
 
 def test_the_workers_timers_wake_for_the_next_schedule():
     made = schedules.create_schedule("soon", "tests.sched.plain_report", "0 * * * *")
+    timers.run_timers()  # what a worker does every poll interval
     assert timers.next_wakeup() == made.next_run_at
+
+
+def test_an_idle_worker_reads_the_schedules_table_once_per_poll(django_assert_num_queries):
+    schedules.create_schedule("later", "tests.sched.plain_report", "0 * * * *")
+    with django_assert_num_queries(1):
+        schedules.fire_due()
+        schedules.next_due()
 
 
 def test_cron_is_importable_from_the_package():
