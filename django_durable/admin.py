@@ -10,12 +10,13 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from . import executions, forks
+from . import executions, forks, schedules
 from .errors import DurableError
 from .models import (
     Event,
     ExecutionKind,
     PendingInput,
+    Schedule,
     StepExecution,
     Wait,
     Worker,
@@ -207,3 +208,39 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("name", "host", "pid", "queues", "concurrency", "started_at", "last_seen_at")
     readonly_fields = [field.name for field in Worker._meta.fields]
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Schedules, with enable and disable as actions (which go through the schedules
+    API, so the next due time and the failure count follow)."""
+
+    list_display = (
+        "name",
+        "workflow_name",
+        "cron",
+        "timezone",
+        "enabled",
+        "next_run_at",
+        "last_run_at",
+        "consecutive_failures",
+    )
+    list_filter = ("enabled", "workflow_name")
+    search_fields = ("name", "workflow_name")
+    readonly_fields = [field.name for field in Schedule._meta.fields]
+    actions = ["enable", "disable"]
+
+    @admin.action(description="Enable selected schedules", permissions=["control"])
+    def enable(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for schedule in queryset:
+            schedules.enable_schedule(schedule.name)
+        self.message_user(request, f"{queryset.count()} schedule(s) enabled.", messages.SUCCESS)
+
+    @admin.action(description="Disable selected schedules", permissions=["control"])
+    def disable(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for schedule in queryset:
+            schedules.disable_schedule(schedule.name)
+        self.message_user(request, f"{queryset.count()} schedule(s) disabled.", messages.SUCCESS)
+
+    def has_control_permission(self, request) -> bool:
+        return request.user.has_perm("django_durable.change_schedule")

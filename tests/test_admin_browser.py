@@ -131,3 +131,22 @@ def test_a_step_that_started_a_child_links_to_it(page, live_server):
     page.wait_for_selector("table.durable-timeline")
     assert str(payment.id) in page.url
     assert "charge" in page.locator("table.durable-timeline").inner_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_schedules_are_listed_and_can_be_disabled(page, live_server):
+    from django_durable import schedules
+
+    schedules.create_schedule("nightly-report", "tests.sched.plain_report", "0 2 * * *")
+    log_in(page, live_server)
+
+    page.goto(f"{live_server.url}/admin/django_durable/schedule/")
+    row = page.locator("#result_list tbody tr").first
+    assert "nightly-report" in row.inner_text()
+    page.check("#result_list tbody input.action-select")
+    page.select_option("select[name=action]", "disable")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist")
+    assert "1 schedule(s) disabled." in page.locator(".messagelist").inner_text()
+    schedule = schedules.get_schedule("nightly-report")
+    assert (schedule.enabled, schedule.next_run_at) == (False, None)
