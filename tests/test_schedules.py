@@ -1,6 +1,7 @@
 """Cron schedules: declarations, the API, firing each due time once, DST, failures."""
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -211,3 +212,52 @@ def test_an_idle_worker_reads_the_schedules_table_once_per_poll(django_assert_nu
 
 def test_cron_is_importable_from_the_package():
     assert durable.cron is cron
+
+
+def fired_each_hour_for(hours: int) -> list[datetime]:
+    """Move the engine clock an hour at a time, firing what falls due; the due times."""
+    for _ in range(hours):
+        advance_clock(timedelta(hours=1))
+        timers.run_timers()
+    keys = WorkflowExecution.objects.exclude(schedule=None).values_list(
+        "idempotency_key", flat=True
+    )
+    return sorted(
+        datetime.strptime(key.rsplit(":", 1)[1], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+        for key in keys
+    )
+
+
+def test_a_daily_0230_job_runs_once_each_day_across_spring_forward(frozen):
+    # The frozen clock starts on Wednesday 2024-03-06 12:00 UTC; New York springs
+    # forward on Sunday 2024-03-10, when 02:30 does not exist.
+    made = schedules.create_schedule(
+        "early", "tests.sched.plain_report", "30 2 * * *", timezone=NEW_YORK
+    )
+    runs = fired_each_hour_for(24 * 6)
+    local = [run.astimezone(ZoneInfo(NEW_YORK)) for run in runs]
+    assert [run.date().isoformat() for run in local] == [
+        "2024-03-07",
+        "2024-03-08",
+        "2024-03-09",
+        "2024-03-10",
+        "2024-03-11",
+        "2024-03-12",
+    ]
+    assert [run.strftime("%H:%M") for run in local] == ["02:30"] * 3 + ["03:30"] + ["02:30"] * 2
+    assert WorkflowExecution.objects.filter(schedule=made).count() == 6
+
+
+def test_a_job_at_a_repeated_hour_runs_once_on_fall_back(frozen):
+    # New York falls back on 2024-11-03: 01:30 happens twice.
+    advance_clock(datetime(2024, 11, 1, 12, tzinfo=UTC) - clock.now())
+    made = schedules.create_schedule(
+        "repeat", "tests.sched.plain_report", "30 1 * * *", timezone=NEW_YORK
+    )
+    runs = fired_each_hour_for(24 * 3)
+    assert runs == [
+        datetime(2024, 11, 2, 5, 30, tzinfo=UTC),
+        datetime(2024, 11, 3, 5, 30, tzinfo=UTC),  # 01:30 EDT, the first of the two
+        datetime(2024, 11, 4, 6, 30, tzinfo=UTC),  # 01:30 EST
+    ]
+    assert WorkflowExecution.objects.filter(schedule=made).count() == 3
