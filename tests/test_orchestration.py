@@ -168,6 +168,26 @@ def test_children_of_foreach_items_are_found_and_returned():
     assert list_children(eid).count() == 3
 
 
+def test_a_child_called_in_a_parallel_branch_returns_to_that_branch():
+    eid = durable.start(wf.in_branch, {"order_id": 9, "email": "a@x"})
+    run_until_idle()
+    parent = load(eid)
+    assert parent.status == "completed", parent.error
+    assert parent.context["__results__"]["pay_in_branch"] == ["ok", {"paid": "ch_9"}]
+    [child] = list_children(eid)
+    assert WorkflowExecution.objects.get(id=child.parent_id).kind == "branch"
+
+
+def test_cancelling_reaches_children_of_branches():
+    eid = durable.start(wf.slow_in_branch, {"email": "a@x"})
+    run_until_idle()
+    [child] = list_children(eid)
+    assert load(child.id).status == "waiting"
+    durable.cancel(eid, "stop")
+    child = load(child.id)
+    assert (child.status, child.cancel_reason) == ("cancelled", "parent cancelled: stop")
+
+
 def test_list_children_filters_by_status():
     eid = durable.start(wf.order, {"order_id": 7, "email": "a@x", "declined": True})
     run_until_idle()

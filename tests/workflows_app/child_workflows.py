@@ -5,6 +5,7 @@ from django_durable import (
     branch,
     call_workflow,
     foreach,
+    parallel,
     start_workflow,
     step,
     workflow,
@@ -139,3 +140,21 @@ def reserve_then_call(ctx):
 
 
 saga_parent = workflow("tests.child.saga_parent", [reserve, reserve_then_call])
+
+
+def pay_in_branch(ctx):
+    return {"paid": call_workflow(payment, {"order_id": ctx["order_id"]})["charge_id"]}
+
+
+in_branch = workflow(
+    "tests.child.in_branch", [parallel(pay_in_branch, notify, name="both"), notify]
+)
+
+
+def waits_in_branch(ctx):
+    return {"go": call_workflow(slow_child, {})["go"]}
+
+
+slow_in_branch = workflow(
+    "tests.child.slow_in_branch", [parallel(waits_in_branch, notify, name="both")]
+)
