@@ -1,10 +1,8 @@
 """Child workflows: call_workflow, start_workflow, list_children and cascading cancels."""
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connections
 
 import django_durable as durable
 from django_durable import call_workflow, claims, clock, engine, recording, timers, workflow
@@ -13,6 +11,7 @@ from django_durable.models import StepExecution, Wait, WorkflowExecution
 from django_durable.orchestration import list_children
 from django_durable.testing import advance_clock, run_until_idle
 from tests.calls import calls
+from tests.races import cancel_while_it_returns, gated, new_gate
 from tests.worker_support import IS_POSTGRES
 from tests.workflows_app import child_workflows as wf
 
@@ -241,16 +240,6 @@ def test_cancel_with_compensate_compensates_the_children_too():
     assert calls["undo_reserve"] == 1 and calls["undo_book"] == 1
 
 
-GATES: dict[str, dict[str, threading.Event]] = {}
-
-
-def gated(ctx):
-    gate = GATES[ctx["gate"]]
-    gate["started"].set()
-    gate["release"].wait(10)
-    return {**ctx, "result": "kept"}
-
-
 def calls_gated(ctx):
     return {**ctx, "inner": call_workflow(gated_level, {"gate": ctx["gate"]})["result"]}
 
@@ -265,43 +254,14 @@ top_level = workflow("tests.child.top", [calls_middle])
 
 
 def race_cancel_against_a_finishing_grandchild(round: int) -> str:
-    gate = {"started": threading.Event(), "release": threading.Event()}
-    GATES[str(round)] = gate
-    root = durable.start(top_level, {"gate": str(round)})
+    gate = new_gate(f"orchestration-{round}")
+    root = durable.start(top_level, {"gate": f"orchestration-{round}"})
     run_until_idle(max_steps=2)  # the root and the middle park on their children
     [middle] = list_children(root)
     [grandchild] = list_children(middle.id)
     [claimed] = claims.claim("w1", None, 1)
     assert claimed.id == grandchild.id
-    errors = []
-
-    def finish_grandchild():
-        try:
-            engine.run_claimed(claimed, worker="w1", queues=None)
-        except Exception as exc:  # a deadlock would surface here
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    def cancel_tree():
-        try:
-            gate["started"].wait(10)
-            if round % 2:
-                gate["release"].set()  # let the grandchild race the cancel
-            durable.cancel(root, reason="race")
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            gate["release"].set()
-            connections.close_all()
-
-    threads = [threading.Thread(target=finish_grandchild), threading.Thread(target=cancel_tree)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not any(thread.is_alive() for thread in threads), "deadlocked"
-    assert errors == []
+    cancel_while_it_returns(root, claimed, gate, round)
     assert (load(root).status, load(middle.id).status) == ("cancelled", "cancelled")
     finished = load(grandchild.id)
     completed = StepExecution.objects.filter(execution_id=grandchild.id, status="completed")

@@ -24,6 +24,7 @@ from django_durable.models import (
 )
 from django_durable.testing import run_until_idle
 from django_durable.waits import wait_for_approval, wait_for_event
+from tests.races import cancel_while_it_returns, gated, new_gate
 from tests.worker_support import IS_POSTGRES, wait_for
 
 
@@ -213,15 +214,7 @@ def waiting_on_a_row_lock() -> int:
         return cursor.fetchone()[0]
 
 
-def blocks_until_released(ctx):
-    gate = GATES[ctx["gate"]]
-    gate["started"].set()
-    gate["release"].wait(10)
-    return {**ctx, "result": "kept"}
-
-
-GATES: dict[str, dict[str, threading.Event]] = {}
-gated_child = workflow("tree.gated_child", [blocks_until_released])
+gated_child = workflow("tree.gated_child", [gated])
 
 
 def race_cancel_against_a_finishing_child(round: int) -> str:
@@ -229,40 +222,11 @@ def race_cancel_against_a_finishing_child(round: int) -> str:
     child's status afterwards."""
     root = parked_root.start({})
     run_until_idle()
-    gate = {"started": threading.Event(), "release": threading.Event()}
-    GATES[str(round)] = gate
+    gate = new_gate(f"tree-{round}")
     parent = WorkflowExecution.objects.get(id=root)
-    child = executions.create_execution(gated_child, {"gate": str(round)}, parent=parent)
+    child = executions.create_execution(gated_child, {"gate": f"tree-{round}"}, parent=parent)
     [claimed] = claims.claim("w1", None, 1)
-    errors = []
-
-    def finish_child():
-        try:
-            engine.run_claimed(claimed, worker="w1", queues=None)
-        except Exception as exc:  # a deadlock would surface here
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    def cancel_tree():
-        try:
-            gate["started"].wait(10)
-            if round % 2:
-                gate["release"].set()  # let the child race the cancel
-            durable.cancel(root, reason="race")
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            gate["release"].set()
-            connections.close_all()
-
-    threads = [threading.Thread(target=finish_child), threading.Thread(target=cancel_tree)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not any(thread.is_alive() for thread in threads), "deadlocked"
-    assert errors == []
+    cancel_while_it_returns(root, claimed, gate, round)
     assert load(root).status == "cancelled"
     finished = load(child)
     completed_rows = StepExecution.objects.filter(execution_id=child, status="completed")
