@@ -13,6 +13,7 @@ from django_durable.errors import UnknownWorkflow
 from django_durable.models import Schedule, WorkflowExecution
 from django_durable.schedules import ScheduleNotFound
 from django_durable.testing import advance_clock, run_until_idle
+from tests.workflows_app import scheduled_workflows as wf
 
 pytestmark = pytest.mark.django_db
 
@@ -52,6 +53,11 @@ def test_a_time_repeated_by_fall_back_runs_once():
     daily = next_time("30 2 * * *", NEW_YORK, before)
     assert daily == at("2026-11-01T02:30:00-05:00")
     assert next_time("30 2 * * *", NEW_YORK, daily) == at("2026-11-02T02:30:00-05:00")
+
+
+def test_a_schedule_must_be_declared_with_cron():
+    with pytest.raises(WorkflowDefinitionError, match=r"cron\(\.\.\.\)"):
+        durable.workflow("tests.sched.bad", [wf.report], schedule="0 9 * * *")
 
 
 def test_bad_expressions_and_zones_are_refused_when_declared():

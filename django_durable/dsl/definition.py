@@ -16,6 +16,7 @@ from .. import registry
 from ..durations import to_timedelta
 from ..errors import WorkflowDefinitionError
 from . import names
+from .cron import Cron
 from .graph import Context, Graph
 from .moves import Move
 from .nodes import Step, as_node
@@ -32,7 +33,7 @@ class Workflow:
     queue: str = "default"
     retry: Retry | None = None
     compensations: tuple[Callable, ...] = ()
-    schedule: Any = None
+    schedule: Cron | None = None
     version: str = "1"
     description: str = ""
     origin: str = ""
@@ -98,7 +99,7 @@ def workflow(
     queue: str = "default",
     retry: Retry | Mapping | None = None,
     compensations: Iterable[Callable] = (),
-    schedule: Any = None,
+    schedule: Cron | None = None,
     version: str = "1",
     description: str = "",
 ) -> Workflow:
@@ -110,6 +111,10 @@ def workflow(
     if not steps:
         raise WorkflowDefinitionError(f"Workflow {name!r} has no steps.")
     compensations = _checked_compensations(name, tuple(compensations))
+    if schedule is not None and not isinstance(schedule, Cron):
+        raise WorkflowDefinitionError(
+            f"Workflow {name!r}: schedule must be cron(...), not {schedule!r:.80}."
+        )
     definition = Workflow(
         name=name,
         nodes=steps,
