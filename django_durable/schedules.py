@@ -19,7 +19,7 @@ from django.db.models import QuerySet
 from . import clock, executions, registry
 from .dsl.cron import Cron, cron_problem, next_time
 from .dsl.names import QUEUE, WORKFLOW_NAME, checked_name
-from .errors import DurableError, WorkflowDefinitionError
+from .errors import DurableError, UnknownWorkflow, WorkflowDefinitionError
 from .models import Schedule
 
 FIRE_BATCH = 100
@@ -81,12 +81,16 @@ def update_schedule(name: str, /, **changes: Any) -> Schedule:
         raise ValidationError(f"Cannot update {sorted(unknown)}; editable: {', '.join(EDITABLE)}.")
     with transaction.atomic():
         schedule = _locked(name)
+        before = (schedule.cron, schedule.timezone, schedule.enabled)
         if "workflow" in changes:
             schedule.workflow_name = registry.get(changes.pop("workflow")).name
         for field, value in changes.items():
             setattr(schedule, field, value)
         _check(schedule.name, schedule.cron, schedule.timezone, schedule.input, schedule.queue)
-        _reschedule(schedule, clock.now())
+        now = clock.now()
+        if (schedule.cron, schedule.timezone, schedule.enabled) != before:
+            _reschedule(schedule, now, enabling=schedule.enabled and not before[2])
+        schedule.updated_at = now
         schedule.save()
     return schedule
 
@@ -130,12 +134,16 @@ def sync() -> None:
     declared; `enabled` and the run times people set are kept; a declared schedule whose
     declaration is gone is disabled, not deleted. Workers run it when they start."""
     now = clock.now()
-    declared = {wf.name: wf for wf in registry.all_workflows() if isinstance(wf.schedule, Cron)}
+    known = registry.all_workflows()
+    declared = {wf.name: wf for wf in known if isinstance(wf.schedule, Cron)}
+    undeclared = [wf.name for wf in known if wf.name not in declared]
     with transaction.atomic():
         for name, definition in declared.items():
             _sync_one(name, definition, now)
-        gone = Schedule.objects.filter(declared=True, enabled=True).exclude(name__in=declared)
-        gone.update(enabled=False, next_run_at=None, updated_at=now)
+        # Only a declaration this code knows was removed: a worker still running older
+        # code (during a deploy) leaves the schedules of workflows it does not know be.
+        gone = Schedule.objects.filter(declared=True, workflow_name__in=undeclared)
+        gone.update(enabled=False, declared=False, next_run_at=None, updated_at=now)
 
 
 def fire_due(limit: int = FIRE_BATCH) -> int:
@@ -181,8 +189,11 @@ def run_key(schedule: Schedule, due: datetime) -> str:
 def _sync_one(name: str, definition: registry.Definition, now: datetime) -> None:
     declaration: Cron = definition.schedule
     schedule = Schedule.objects.select_for_update().filter(name=name).first()
-    if schedule is None:
-        schedule = Schedule(name=name, enabled=True, created_at=now)
+    if schedule is None or not schedule.declared:
+        # New, or its declaration came back (or it was made by hand under this name):
+        # the code declares it, so it runs.
+        schedule = schedule or Schedule(name=name, created_at=now)
+        schedule.enabled, schedule.next_run_at = True, None
     moved = (schedule.cron, schedule.timezone) != (declaration.expression, declaration.timezone)
     schedule.workflow_name = definition.name
     schedule.cron = declaration.expression
@@ -208,7 +219,10 @@ def _fire(schedule_id: int, now: datetime) -> tuple[int, datetime | None]:
         if schedule is None:
             return 0, None  # fired by another worker meanwhile
         due = schedule.next_run_at
-        _start(schedule, schedule.input, key=run_key(schedule, due))
+        try:
+            _start(schedule, schedule.input, key=run_key(schedule, due))
+        except UnknownWorkflow:
+            return 0, None  # left for a worker that knows it (a deploy under way)
         schedule.last_run_at = due
         schedule.next_run_at = next_time(schedule.cron, schedule.timezone, max(now, due))
         schedule.updated_at = now
@@ -223,14 +237,16 @@ def _start(schedule: Schedule, input: dict, key: str | None) -> uuid.UUID:
     )
 
 
-def _reschedule(schedule: Schedule, now: datetime) -> None:
-    if schedule.enabled:
-        schedule.next_run_at = next_time(schedule.cron, schedule.timezone, now)
+def _reschedule(schedule: Schedule, now: datetime, enabling: bool) -> None:
+    """A changed time (or state): the next due time follows from now. Enabling starts
+    afresh, also after an auto-disable: the failure count is reset."""
+    if not schedule.enabled:
+        schedule.next_run_at = None
+        return
+    schedule.next_run_at = next_time(schedule.cron, schedule.timezone, now)
+    if enabling:
         schedule.auto_disabled_at = None
         schedule.consecutive_failures = 0
-    else:
-        schedule.next_run_at = None
-    schedule.updated_at = now
 
 
 def _locked(name: str) -> Schedule:

@@ -267,3 +267,43 @@ def test_a_job_at_a_repeated_hour_runs_once_on_fall_back(frozen):
         datetime(2024, 11, 4, 6, 30, tzinfo=UTC),  # 01:30 EST
     ]
     assert WorkflowExecution.objects.filter(schedule=made).count() == 3
+
+
+def test_a_schedule_of_a_workflow_this_code_does_not_know_is_left_alone():
+    """A worker still on older code (during a deploy) must not disable what newer code
+    declared, nor fail trying to fire it."""
+    Schedule.objects.create(
+        name="tests.sched.newer",
+        workflow_name="tests.sched.only_in_newer_code",
+        cron="0 * * * *",
+        declared=True,
+        enabled=True,
+        next_run_at=clock.now() - timedelta(minutes=1),
+        created_at=clock.now(),
+        updated_at=clock.now(),
+    )
+    schedules.sync()
+    assert schedules.get_schedule("tests.sched.newer").enabled
+    assert schedules.fire_due() == 0
+    assert not WorkflowExecution.objects.exists()
+
+
+def test_a_declaration_that_comes_back_runs_again():
+    schedules.sync()
+    Schedule.objects.filter(name="tests.sched.daily_report").update(
+        declared=False,
+        enabled=False,
+        next_run_at=None,  # as sync leaves a removed one
+    )
+    schedules.sync()
+    schedule = schedules.get_schedule("tests.sched.daily_report")
+    assert (schedule.enabled, schedule.declared) == (True, True)
+    assert schedule.next_run_at is not None
+
+
+def test_changing_only_the_input_keeps_the_time_and_the_failure_count():
+    made = schedules.create_schedule("keep", "tests.sched.plain_report", "0 * * * *")
+    Schedule.objects.filter(id=made.id).update(consecutive_failures=3)
+    schedules.update_schedule("keep", input={"fail": 0})
+    schedule = schedules.get_schedule("keep")
+    assert (schedule.consecutive_failures, schedule.next_run_at) == (3, made.next_run_at)
