@@ -1,5 +1,8 @@
 """Parents and children, importable by worker processes."""
 
+import os
+import time
+
 from django_durable import (
     ChildWorkflowFailed,
     branch,
@@ -158,3 +161,18 @@ def waits_in_branch(ctx):
 slow_in_branch = workflow(
     "tests.child.slow_in_branch", [parallel(waits_in_branch, notify, name="both")]
 )
+
+
+def starts_then_naps(ctx):
+    """Starts a child, then (the first time only) leaves a mark and naps, so a test can
+    kill the worker after the child exists and before the step ends."""
+    child = start_workflow(notification, {"email": ctx["email"]})
+    mark = os.path.join(ctx["marks"], "started-child")
+    if not os.path.exists(mark):
+        with open(mark, "w") as file:
+            file.write(str(child))
+        time.sleep(60)
+    return {**ctx, "child": str(child)}
+
+
+naps_after_starting = workflow("tests.child.naps_after_starting", [starts_then_naps])
