@@ -188,11 +188,22 @@ def run_key(schedule: Schedule, due: datetime) -> str:
 
 def _sync_one(name: str, definition: registry.Definition, now: datetime) -> None:
     declaration: Cron = definition.schedule
-    schedule = Schedule.objects.select_for_update().filter(name=name).first()
-    if schedule is None or not schedule.declared:
+    # Workers starting together sync together: get_or_create takes the row another one
+    # inserted meanwhile instead of failing on the unique name.
+    schedule, created = Schedule.objects.select_for_update().get_or_create(
+        name=name,
+        defaults={
+            "workflow_name": definition.name,
+            "cron": declaration.expression,
+            "timezone": declaration.timezone,
+            "declared": True,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+    if created or not schedule.declared:
         # New, or its declaration came back (or it was made by hand under this name):
         # the code declares it, so it runs.
-        schedule = schedule or Schedule(name=name, created_at=now)
         schedule.enabled, schedule.next_run_at = True, None
     moved = (schedule.cron, schedule.timezone) != (declaration.expression, declaration.timezone)
     schedule.workflow_name = definition.name

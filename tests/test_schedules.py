@@ -1,10 +1,12 @@
 """Cron schedules: declarations, the API, firing each due time once, DST, failures."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connections
 
 import django_durable as durable
 from django_durable import WorkflowDefinitionError, clock, cron, schedules, timers
@@ -13,6 +15,7 @@ from django_durable.errors import UnknownWorkflow
 from django_durable.models import Schedule, WorkflowExecution
 from django_durable.schedules import ScheduleNotFound
 from django_durable.testing import advance_clock, run_until_idle
+from tests.worker_support import IS_POSTGRES
 from tests.workflows_app import scheduled_workflows as wf
 
 pytestmark = pytest.mark.django_db
@@ -307,3 +310,28 @@ def test_changing_only_the_input_keeps_the_time_and_the_failure_count():
     schedules.update_schedule("keep", input={"fail": 0})
     schedule = schedules.get_schedule("keep")
     assert (schedule.consecutive_failures, schedule.next_run_at) == (3, made.next_run_at)
+
+
+@pytest.mark.skipif(not IS_POSTGRES, reason="concurrent writers need PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_workers_starting_together_sync_without_tripping_over_each_other():
+    """Regression: two workers that both found no row both inserted it, and the second
+    crashed at start on the unique name."""
+    barrier, errors = threading.Barrier(4), []
+
+    def sync():
+        try:
+            barrier.wait(10)
+            schedules.sync()
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=sync) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert Schedule.objects.filter(name="tests.sched.daily_report").count() == 1
