@@ -1,20 +1,27 @@
 """The Django admin as a window onto executions: what ran, what waits, who works.
 
-Everything is read-only here: state changes go through the engine's API (the cancel and
-resume actions), never through editing rows.
+Rows are never edited here: state changes go through the engine's API (the cancel and
+resume actions, answering a pending input, enabling a schedule).
 """
 
-from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+import json
 
-from . import executions, forks, schedules
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Case, QuerySet, When
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+
+from . import answer_forms, executions, forks, inputs, schedules
 from .errors import DurableError
 from .models import (
     Event,
     ExecutionKind,
+    InputStatus,
     PendingInput,
     Schedule,
     StepExecution,
@@ -190,10 +197,76 @@ def _timeline_row(row: StepExecution) -> str:
 
 @admin.register(PendingInput)
 class PendingInputAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("input_name", "input_type", "status", "execution", "timeout_at", "created_at")
+    """The inbox: what people are asked, pending first and oldest first, each answered
+    on a form of its type (`answer_forms`) through `inputs.answer`."""
+
+    list_display = (
+        "input_name",
+        "workflow",
+        "prompt_text",
+        "input_type",
+        "status",
+        "created_at",
+        "timeout_at",
+        "answer_link",
+    )
     list_filter = ("status", "input_type")
     search_fields = ("input_name", "execution__id", "execution__workflow_name")
     readonly_fields = [field.name for field in PendingInput._meta.fields]
+    list_select_related = ("execution",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        pending_first = Case(When(status=InputStatus.PENDING, then=0), default=1)
+        return super().get_queryset(request).order_by(pending_first, "created_at", "id")
+
+    @admin.display(description="workflow", ordering="execution__workflow_name")
+    def workflow(self, obj: PendingInput) -> str:
+        return obj.execution.workflow_name
+
+    @admin.display(description="prompt")
+    def prompt_text(self, obj: PendingInput) -> str:
+        return Truncator(obj.prompt).chars(80)
+
+    @admin.display(description="")
+    def answer_link(self, obj: PendingInput) -> str:
+        if obj.status != InputStatus.PENDING:
+            return ""
+        url = reverse("admin:django_durable_pendinginput_answer", args=[obj.pk])
+        return format_html('<a class="button" href="{}">Answer</a>', url)
+
+    def get_urls(self):
+        answer = self.admin_site.admin_view(self.answer_view)
+        return [
+            path("<int:pk>/answer/", answer, name="django_durable_pendinginput_answer"),
+            *super().get_urls(),
+        ]
+
+    def answer_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Show the input's form; a valid answer goes through `inputs.answer`, and what
+        it refuses (a wrong value, an input answered meanwhile) shows on the form."""
+        if not request.user.has_perm("django_durable.respond_pendinginput"):
+            raise PermissionDenied
+        pending = get_object_or_404(PendingInput.objects.select_related("execution"), pk=pk)
+        form = answer_forms.form_for(pending, request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                inputs.answer(pending.pk, form.value(), responded_by=request.user.get_username())
+            except DurableError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(request, f"Answered {pending.input_name!r}.", messages.SUCCESS)
+                return redirect("admin:django_durable_pendinginput_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Answer {pending.input_name}",
+            "pending": pending,
+            "form": form,
+            "metadata": json.dumps(pending.metadata, indent=2, default=str)
+            if pending.metadata
+            else "",
+        }
+        return TemplateResponse(request, "admin/django_durable/pendinginput/answer.html", context)
 
 
 @admin.register(Event)

@@ -154,20 +154,43 @@ def provide_input(
                 f"Execution {root.id} has no pending input named {name!r} (it was never "
                 "asked, is already answered, or timed out)."
             )
-        now = clock.now()
-        if pending.timeout_at is not None and pending.timeout_at <= now:
-            # Too late: the step (already due at timeout_at) takes its timeout path.
-            raise InputNotPending(f"Input {name!r} timed out at {pending.timeout_at:%c}.")
-        cleaned = clean_response(pending, value)
-        answered = PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
-            status=InputStatus.COMPLETED,
-            response=cleaned,
-            responded_by=responded_by,
-            responded_at=now,
-        )
-        if not answered:
-            raise InputNotPending(f"Input {name!r} was answered or timed out meanwhile.")
-        executions.wake(execution)
+        return _answer(execution, pending, value, responded_by)
+
+
+def answer(pending_id: int, value: Any, *, responded_by: str | None = None) -> Any:
+    """Answer one pending input by its id (the admin's inbox does), even when others
+    of its tree share its name. Same checks and errors as `provide_input`."""
+    _check_responder(responded_by)
+    with transaction.atomic():
+        asked = PendingInput.objects.filter(id=pending_id).values_list("root_id", "execution_id")
+        if not asked:
+            raise InputNotPending(f"No pending input with id {pending_id!r}.")
+        [(root_id, execution_id)] = asked
+        root = executions.lock_root(root_id, "receive input")
+        execution = executions.lock_member(root, execution_id)
+        pending = PendingInput.objects.get(id=pending_id)
+        if pending.status != InputStatus.PENDING or pending.step_seq != execution.step_seq:
+            raise InputNotPending(f"Input {pending.input_name!r} is no longer pending.")
+        return _answer(execution, pending, value, responded_by)
+
+
+def _answer(execution, pending: PendingInput, value: Any, responded_by: str | None) -> Any:
+    """Record a validated answer and wake the step that asked (inside the caller's
+    transaction, its rows locked)."""
+    now = clock.now()
+    if pending.timeout_at is not None and pending.timeout_at <= now:
+        # Too late: the step (already due at timeout_at) takes its timeout path.
+        raise InputNotPending(f"Input {pending.input_name!r} timed out at {pending.timeout_at:%c}.")
+    cleaned = clean_response(pending, value)
+    answered = PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
+        status=InputStatus.COMPLETED,
+        response=cleaned,
+        responded_by=responded_by,
+        responded_at=now,
+    )
+    if not answered:
+        raise InputNotPending(f"Input {pending.input_name!r} was answered or timed out meanwhile.")
+    executions.wake(execution)
     return cleaned
 
 

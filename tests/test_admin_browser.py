@@ -150,3 +150,22 @@ def test_schedules_are_listed_and_can_be_disabled(page, live_server):
     assert "1 schedule(s) disabled." in page.locator(".messagelist").inner_text()
     schedule = schedules.get_schedule("nightly-report")
     assert (schedule.enabled, schedule.next_run_at) == (False, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_person_approves_from_the_inbox_and_the_workflow_completes(page, live_server):
+    execution_id = durable.start(refund, {"order": 9})
+    run_until_idle()
+    log_in(page, live_server)
+
+    page.goto(f"{live_server.url}/admin/django_durable/pendinginput/")
+    row = page.locator("#result_list tbody tr").first
+    assert "Approve the refund?" in row.inner_text()
+    row.locator("a", has_text="Answer").click()
+    page.wait_for_selector("button[value=approved]")
+    page.click("button[value=approved]")
+    page.wait_for_selector(".messagelist")
+    assert "Answered 'manager'." in page.locator(".messagelist").inner_text()
+    run_until_idle()
+    execution = durable.get_execution(execution_id)
+    assert (execution.status, execution.context["paid"]) == ("completed", True)
