@@ -16,9 +16,10 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import answer_forms, executions, forks, inputs, schedules
+from . import admin_forms, events, executions, forks, inputs, schedules
 from .errors import DurableError
 from .models import (
+    ACTIVE_STATUSES,
     Event,
     ExecutionKind,
     InputStatus,
@@ -112,8 +113,85 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ("id", "workflow_name", "idempotency_key")
     date_hierarchy = "created_at"
     inlines = [WaitInline, PendingInputInline, EventInline]
-    readonly_fields = ["timeline", *[field.name for field in WorkflowExecution._meta.fields]]
+    readonly_fields = [
+        "controls",
+        "timeline",
+        *[field.name for field in WorkflowExecution._meta.fields],
+    ]
     fields = readonly_fields
+
+    @admin.display(description="Actions")
+    def controls(self, obj: WorkflowExecution) -> str:
+        """Send an event to, or cancel, an execution that is still going."""
+        if obj.status not in ACTIVE_STATUSES:
+            return "-"
+        links = [
+            (reverse(f"admin:django_durable_workflowexecution_{name}", args=[obj.pk]), label)
+            for name, label in (("send_event", "Send event"), ("cancel", "Cancel…"))
+        ]
+        return format_html_join(" ", '<a class="button" href="{}">{}</a>', links)
+
+    def get_urls(self):
+        views = [
+            ("send-event", "send_event", self.send_event_view),
+            ("cancel", "cancel", self.cancel_view),
+        ]
+        return [
+            *[
+                path(
+                    f"<uuid:pk>/{route}/",
+                    self.admin_site.admin_view(view),
+                    name=f"django_durable_workflowexecution_{name}",
+                )
+                for route, name, view in views
+            ],
+            *super().get_urls(),
+        ]
+
+    def send_event_view(self, request: HttpRequest, pk) -> HttpResponse:
+        """Send an event (name and JSON payload) through `send_event`; what it refuses
+        shows on the form."""
+
+        def send(execution, form):
+            data = form.cleaned_data
+            events.send_event(execution.pk, data["name"], data["payload"])
+            return f"Sent {data['name']!r}."
+
+        return self._control(request, pk, admin_forms.SendEventForm, send, "Send an event")
+
+    def cancel_view(self, request: HttpRequest, pk) -> HttpResponse:
+        def cancel(execution, form):
+            data = form.cleaned_data
+            done = executions.cancel(
+                execution.pk, data["reason"] or None, compensate=data["compensate"]
+            )
+            return f"Execution {done.status}."
+
+        return self._control(request, pk, admin_forms.CancelForm, cancel, "Cancel")
+
+    def _control(self, request, pk, form_class, act, title: str) -> HttpResponse:
+        if not self.has_control_permission(request):
+            raise PermissionDenied
+        execution = get_object_or_404(WorkflowExecution, pk=pk)
+        form = form_class(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                done = act(execution, form)
+            except DurableError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.message_user(request, done, messages.SUCCESS)
+                return redirect("admin:django_durable_workflowexecution_change", execution.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"{title}: {execution}",
+            "execution": execution,
+            "form": form,
+        }
+        return TemplateResponse(
+            request, "admin/django_durable/workflowexecution/control.html", context
+        )
 
     @admin.display(description="Steps")
     def timeline(self, obj: WorkflowExecution) -> str:
@@ -198,7 +276,7 @@ def _timeline_row(row: StepExecution) -> str:
 @admin.register(PendingInput)
 class PendingInputAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """The inbox: what people are asked, pending first and oldest first, each answered
-    on a form of its type (`answer_forms`) through `inputs.answer`."""
+    on a form of its type (`admin_forms`) through `inputs.answer`."""
 
     list_display = (
         "input_name",
@@ -247,7 +325,7 @@ class PendingInputAdmin(ReadOnlyMixin, admin.ModelAdmin):
         if not request.user.has_perm("django_durable.respond_pendinginput"):
             raise PermissionDenied
         pending = get_object_or_404(PendingInput.objects.select_related("execution"), pk=pk)
-        form = answer_forms.form_for(pending, request.POST if request.method == "POST" else None)
+        form = admin_forms.form_for(pending, request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
                 inputs.answer(pending.pk, form.value(), responded_by=request.user.get_username())
@@ -301,7 +379,7 @@ class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("enabled", "workflow_name")
     search_fields = ("name", "workflow_name")
     readonly_fields = [field.name for field in Schedule._meta.fields]
-    actions = ["enable", "disable"]
+    actions = ["enable", "disable", "trigger"]
 
     @admin.action(description="Enable selected schedules", permissions=["control"])
     def enable(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -314,6 +392,12 @@ class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):
         for schedule in queryset:
             schedules.disable_schedule(schedule.name)
         self.message_user(request, f"{queryset.count()} schedule(s) disabled.", messages.SUCCESS)
+
+    @admin.action(description="Run selected schedules now", permissions=["control"])
+    def trigger(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for schedule in queryset:
+            schedules.trigger_schedule(schedule.name)
+        self.message_user(request, f"{queryset.count()} run(s) started.", messages.SUCCESS)
 
     def has_control_permission(self, request) -> bool:
         return request.user.has_perm("django_durable.change_schedule")

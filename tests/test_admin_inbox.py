@@ -164,3 +164,83 @@ def test_the_answer_form_is_csrf_protected():
     client.force_login(user)
     assert client.post(answer_url(pending), {"decision": "approved"}).status_code == 403
     assert PendingInput.objects.get(pk=pending.pk).status == "pending"
+
+
+def test_a_schedule_can_be_run_now_from_the_admin():
+    from django_durable import schedules
+
+    made = schedules.create_schedule("nightly", "inbox.text", "0 2 * * *")
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("boss", "b@x", "pw"))
+    response = client.post(
+        reverse("admin:django_durable_schedule_changelist"),
+        {"action": "trigger", "_selected_action": [made.pk]},
+    )
+    assert response.status_code == 302
+    assert WorkflowExecution.objects.filter(schedule=made).count() == 1
+
+
+# -- sending events and cancelling from an execution's page -----------------------------
+
+
+def waits_for_paid(ctx):
+    from django_durable.waits import wait_for_event
+
+    return {**ctx, "paid": wait_for_event("paid")}
+
+
+asks_paid = workflow("inbox.paid", [waits_for_paid])
+
+
+@pytest.fixture
+def operator():
+    client = Client()
+    client.force_login(get_user_model().objects.create_superuser("op", "o@x", "pw"))
+    return client
+
+
+def control_url(name, execution_id):
+    return reverse(f"admin:django_durable_workflowexecution_{name}", args=[execution_id])
+
+
+def test_an_event_with_a_json_payload_is_sent_from_the_execution_page(operator):
+    eid = durable.start(asks_paid, {})
+    run_until_idle()
+    page = operator.get(reverse("admin:django_durable_workflowexecution_change", args=[eid]))
+    assert control_url("send_event", eid) in page.content.decode()
+    bad = operator.post(control_url("send_event", eid), {"name": "paid", "payload": "{oops"})
+    assert bad.status_code == 200 and "Enter a valid JSON" in bad.content.decode()
+    sent = operator.post(control_url("send_event", eid), {"name": "paid", "payload": '{"eur": 40}'})
+    assert sent.status_code == 302
+    run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).context["paid"] == {"eur": 40}
+
+
+def test_an_event_for_a_finished_execution_is_refused_on_the_form(operator):
+    eid = durable.start(asks_paid, {})
+    run_until_idle()
+    durable.cancel(eid)
+    refused = operator.post(control_url("send_event", eid), {"name": "paid", "payload": "1"})
+    assert refused.status_code == 200
+    assert "cannot receive events" in refused.content.decode()
+
+
+def test_cancel_with_a_reason_from_the_execution_page(operator):
+    eid = durable.start(asks_paid, {})
+    run_until_idle()
+    response = operator.post(control_url("cancel", eid), {"reason": "duplicate order"})
+    assert response.status_code == 302
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert (execution.status, execution.cancel_reason) == ("cancelled", "duplicate order")
+
+
+def test_controls_need_the_change_permission():
+    eid = durable.start(asks_paid, {})
+    run_until_idle()
+    user = get_user_model().objects.create_user("viewer2", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_workflowexecution"))
+    client = Client()
+    client.force_login(user)
+    assert client.post(control_url("cancel", eid), {"reason": "x"}).status_code == 403
+    assert client.get(control_url("send_event", eid)).status_code == 403
+    assert WorkflowExecution.objects.get(id=eid).status == "waiting"

@@ -1,6 +1,7 @@
-"""Forms a person answers a pending input with, one kind per input type.
+"""The admin's forms: answering a pending input (one kind per input type), sending an
+event, cancelling with a reason.
 
-Each form turns what was posted into the value `inputs.answer` expects; that function
+Each answer form turns what was posted into the value `inputs.answer` expects; that function
 validates it once more against the input (its type, choices and fields), so the rules
 live in one place and a form only has to offer the right widgets. Choices are offered
 by position, so typed values (1, True, "1") come back as exactly what the step offered.
@@ -126,3 +127,21 @@ def _form_field(field: dict) -> forms.Field:
     if kind == "email":
         return forms.EmailField(**options)
     return forms.CharField(**options)
+
+
+class SendEventForm(forms.Form):
+    """An event for an execution: its name and a JSON payload (empty: none)."""
+
+    name = forms.CharField(max_length=200)
+    payload = forms.JSONField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text='JSON, e.g. {"paid": true}',
+    )
+
+
+class CancelForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False)
+    compensate = forms.BooleanField(
+        required=False, help_text="Run the compensations of its completed steps first."
+    )
