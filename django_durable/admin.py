@@ -5,18 +5,20 @@ resume actions, answering a pending input, enabling a schedule).
 """
 
 import json
+import uuid
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Case, QuerySet, When
+from django.db.models import Case, Q, QuerySet, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
+from django.utils.timesince import timesince
 
-from . import admin_forms, events, executions, forks, inputs, schedules
+from . import admin_forms, clock, events, executions, forks, inputs, schedules
 from .errors import DurableError
 from .models import (
     ACTIVE_STATUSES,
@@ -102,15 +104,53 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
         "short_id",
         "workflow_name",
-        "status",
+        "status_badge",
         "current_step",
         "queue",
-        "priority",
-        "created_at",
-        "completed_at",
+        "age",
+        "duration",
     )
     list_filter = (KindFilter, "status", "workflow_name", "queue", "created_at")
     search_fields = ("id", "workflow_name", "idempotency_key")
+    search_help_text = (
+        "An id or the start of one (at least 4 characters), an idempotency key, "
+        "or part of a workflow name."
+    )
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        """An id prefix is a range of the primary key (an index seek, never a scan of
+        the table's text); anything else is an idempotency key or a workflow name."""
+        term = search_term.strip()
+        prefix = term.replace("-", "").lower()
+        if len(prefix) >= ID_PREFIX_MIN and all(char in HEX for char in prefix):
+            low, high = uuid.UUID(prefix.ljust(32, "0")), uuid.UUID(prefix.ljust(32, "f"))
+            return queryset.filter(id__gte=low, id__lte=high), False
+        if not term:
+            return queryset, False
+        named = Q(idempotency_key=term) | Q(workflow_name__icontains=term)
+        return queryset.filter(named), False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: WorkflowExecution) -> str:
+        colour = STATUS_COLOURS.get(obj.status, "#666")
+        return format_html(
+            '<span class="durable-status" style="color:#fff;background:{};padding:1px 6px;'
+            'border-radius:8px">{}</span>',
+            colour,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, obj: WorkflowExecution) -> str:
+        return timesince(obj.created_at, clock.now()).split(",")[0]
+
+    @admin.display(description="duration")
+    def duration(self, obj: WorkflowExecution) -> str:
+        if obj.started_at is None or obj.completed_at is None:
+            return "-"
+        seconds = (obj.completed_at - obj.started_at).total_seconds()
+        return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
     date_hierarchy = "created_at"
     inlines = [WaitInline, PendingInputInline, EventInline]
     readonly_fields = [
@@ -238,6 +278,20 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         a form save would overwrite what a worker commits meanwhile."""
         return request.user.has_perm("django_durable.change_workflowexecution")
 
+
+ID_PREFIX_MIN = 4
+HEX = frozenset("0123456789abcdef")
+STATUS_COLOURS = {
+    "pending": "#6c757d",
+    "running": "#0d6efd",
+    "waiting": "#b58900",
+    "completed": "#198754",
+    "failed": "#dc3545",
+    "cancelled": "#495057",
+    "compensating": "#fd7e14",
+    "compensated": "#6f42c1",
+    "compensation_failed": "#a4161a",
+}
 
 TIMELINE_COLUMNS = ("Step", "Unit", "Attempt", "Status", "Started", "Duration (ms)", "Error")
 

@@ -244,3 +244,26 @@ def test_controls_need_the_change_permission():
     assert client.post(control_url("cancel", eid), {"reason": "x"}).status_code == 403
     assert client.get(control_url("send_event", eid)).status_code == 403
     assert WorkflowExecution.objects.get(id=eid).status == "waiting"
+
+
+# -- the executions list -------------------------------------------------------------------
+
+
+def test_the_list_finds_an_execution_by_a_prefix_of_its_id(operator):
+    eid = durable.start(asks_paid, {})
+    other = durable.start(asks_paid, {})
+    changelist = reverse("admin:django_durable_workflowexecution_changelist")
+    for term in (str(eid)[:8], str(eid)[:13].upper(), str(eid)):
+        found = operator.get(changelist, {"q": term}).context["cl"].result_list
+        assert [row.id for row in found] == [eid], term
+    by_name = operator.get(changelist, {"q": "inbox.paid"}).context["cl"].result_list
+    assert {row.id for row in by_name} == {eid, other}
+
+
+def test_the_list_shows_a_status_badge_age_and_duration(operator):
+    eid = durable.start(asks_text, {})
+    run_until_idle()
+    page = operator.get(reverse("admin:django_durable_workflowexecution_changelist"))
+    body = page.content.decode()
+    assert 'class="durable-status"' in body and "Waiting" in body
+    assert str(eid)[:8] in body
