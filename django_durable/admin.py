@@ -156,9 +156,23 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     readonly_fields = [
         "controls",
         "timeline",
-        *[field.name for field in WorkflowExecution._meta.fields],
+        "input_json",
+        "context_json",
+        *[
+            field.name
+            for field in WorkflowExecution._meta.fields
+            if field.name not in ("input", "context")
+        ],
     ]
     fields = readonly_fields
+
+    @admin.display(description="Input")
+    def input_json(self, obj: WorkflowExecution) -> str:
+        return readable_json(obj.input)
+
+    @admin.display(description="Context")
+    def context_json(self, obj: WorkflowExecution) -> str:
+        return readable_json(obj.context)
 
     @admin.display(description="Actions")
     def controls(self, obj: WorkflowExecution) -> str:
@@ -277,6 +291,25 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         """Who may cancel and resume. The rows themselves are never edited in the admin:
         a form save would overwrite what a worker commits meanwhile."""
         return request.user.has_perm("django_durable.change_workflowexecution")
+
+
+def readable_json(value) -> str:
+    """JSON a person can read, folded away when long: typed values show as what they
+    are (`Decimal(12.50)`, `datetime(2026-12-01T09:00:00+00:00)`), escaped."""
+
+    def typed(item):
+        text = item.isoformat() if hasattr(item, "isoformat") else str(item)
+        return f"{type(item).__name__}({text})"
+
+    text = json.dumps(value, indent=2, ensure_ascii=False, default=typed)
+    keys = len(value) if isinstance(value, dict) else 0
+    opened = " open" if len(text) < 2000 else ""
+    return format_html(
+        '<details class="durable-json"{}><summary>{} key(s)</summary><pre>{}</pre></details>',
+        opened,
+        keys,
+        text,
+    )
 
 
 ID_PREFIX_MIN = 4

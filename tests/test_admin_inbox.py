@@ -267,3 +267,13 @@ def test_the_list_shows_a_status_badge_age_and_duration(operator):
     body = page.content.decode()
     assert 'class="durable-status"' in body and "Waiting" in body
     assert str(eid)[:8] in body
+
+
+def test_the_context_shows_as_readable_json_with_typed_values(operator):
+    eid = durable.start(asks_text, {"total": Decimal("12.50"), "note": "<script>x</script>"})
+    run_until_idle()
+    page = operator.get(reverse("admin:django_durable_workflowexecution_change", args=[eid]))
+    body = page.content.decode()
+    assert "Decimal(12.50)" in body
+    assert "&lt;script&gt;x&lt;/script&gt;" in body and "<script>x</script>" not in body
+    assert 'class="durable-json"' in body
