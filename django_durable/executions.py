@@ -560,10 +560,7 @@ def _child_finished(child: WorkflowExecution, parent: dict, now: datetime) -> No
     A child started with `start_workflow` has no visit and wakes nobody."""
     waiting = parent["status"] == ExecutionStatus.WAITING
     if waiting and child.parent_step_seq == parent["step_seq"]:
-        WorkflowExecution.objects.filter(id=parent["id"], status=ExecutionStatus.WAITING).update(
-            run_at=now, ready=True
-        )
-        claims.notify(parent["run_queue"])
+        _wake_parked(parent["id"], parent["run_queue"], now)
 
 
 def _lock_parent(execution: WorkflowExecution) -> dict:
@@ -668,10 +665,7 @@ def _advance_block(parent: dict, visit: int, release: bool, now: datetime) -> li
     if release:
         queues.append(forks.release_next_held(parent["id"], visit, now))
     if parent["status"] == ExecutionStatus.WAITING and forks.all_joined(parent["id"], visit):
-        WorkflowExecution.objects.filter(id=parent["id"], status=ExecutionStatus.WAITING).update(
-            run_at=now, ready=True
-        )
-        queues.append(parent["run_queue"])
+        _wake_parked(parent["id"], parent["run_queue"], now)
     return [queue for queue in queues if queue]
 
 
@@ -679,11 +673,17 @@ def wake(execution: WorkflowExecution) -> None:
     """Make a parked execution runnable now (a running one re-checks when it parks)."""
     if execution.status == ExecutionStatus.WAITING:
         now = clock.now()
-        WorkflowExecution.objects.filter(id=execution.id, status=ExecutionStatus.WAITING).update(
-            run_at=now, ready=True
-        )
+        _wake_parked(execution.id, execution.run_queue, now)
         execution.run_at, execution.ready = now, True
-        claims.notify(execution.run_queue)
+
+
+def _wake_parked(execution_id: uuid.UUID, run_queue: str, now: datetime) -> None:
+    """Mark a `waiting` row runnable now (no change if it is not waiting any more) and
+    wake the idle workers of its queue."""
+    WorkflowExecution.objects.filter(id=execution_id, status=ExecutionStatus.WAITING).update(
+        run_at=now, ready=True
+    )
+    claims.notify(run_queue)
 
 
 def _check(current: str, target: str) -> None:
