@@ -388,7 +388,7 @@ class ParallelLatency:
 
 def parallel_latency(args, logdir: Path, running: list) -> ParallelLatency:
     """Single 10-branch workflows started while W fresh workers idle (NOTIFY wakes them)."""
-    from django_durable import executions
+    from django_durable import starting
 
     result = ParallelLatency()
     workers = Workers("plat", args.workers, args.parallel_concurrency, logdir)
@@ -399,7 +399,7 @@ def parallel_latency(args, logdir: Path, running: list) -> ParallelLatency:
         for index in range(WARMUP + args.latency_samples):
             time.sleep(random.uniform(*SPACED))
             began = time.perf_counter()
-            execution_id = executions.start(PARALLEL, {})
+            execution_id = starting.start(PARALLEL, {})
             poll_until_completed(execution_id, began, workers)
             elapsed = time.perf_counter() - began
             if index < WARMUP:
@@ -445,7 +445,7 @@ def parallel_throughput(
     from django.db import transaction
     from django.db.models import Max, Min
 
-    from django_durable import clock, executions
+    from django_durable import clock, starting
     from django_durable.models import WorkflowExecution
 
     result = ParallelThroughput(args.parallel_workflows)
@@ -460,7 +460,7 @@ def parallel_throughput(
         since = clock.now()
         with transaction.atomic():
             for _ in range(result.n):
-                executions.start(PARALLEL, {})
+                starting.start(PARALLEL, {})
         began = time.perf_counter()
         parents = WorkflowExecution.objects.filter(
             workflow_name=PARALLEL, kind="workflow", created_at__gte=since
@@ -617,7 +617,7 @@ def foreach_run(
     database: "ControlDatabase", args, logdir: Path, running: list, concurrency: int, pad: int
 ) -> ForeachRun:
     """One foreach of `args.items` no-op items, W fresh workers with C threads each."""
-    from django_durable import executions
+    from django_durable import starting
 
     run = ForeachRun(concurrency, args.items, pad)
     tag = f"fe{concurrency}" + ("big" if pad else "")
@@ -637,7 +637,7 @@ def foreach_run(
         database.hold_wal()
         lsn_before = database.wal_lsn()
         began = time.perf_counter()
-        execution_id = executions.start(f"bench.foreach{concurrency}", payload)
+        execution_id = starting.start(f"bench.foreach{concurrency}", payload)
         wait_for_foreach(database, run, execution_id, began, workers, bench_pid)
         run.wall = time.perf_counter() - began
         lsn_after = database.wal_lsn()

@@ -531,7 +531,7 @@ def explain_queries(args: argparse.Namespace) -> list[Plan]:
     """The claim of one queue as a worker sends it (empty, and with one ready row), and
     what a worker runs every poll interval: run_timers() (lapsed leases, passed deadlines,
     wake_due's timers_due) and next_wakeup()."""
-    from django_durable import claims, executions, timers
+    from django_durable import claims, starting, timers
 
     worker = "bench-scale-explain"
     repeats = args.explain_repeats
@@ -541,7 +541,7 @@ def explain_queries(args: argparse.Namespace) -> list[Plan]:
         repeats,
     )
     with rolled_back():
-        executions.start("bench.one", {})  # one ready row, never committed
+        starting.start("bench.one", {})  # one ready row, never committed
         plans += explain_all(
             "claim, 1 ready",
             capture(lambda: claims.claim(worker, [QUEUE], args.concurrency)),

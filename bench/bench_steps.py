@@ -249,7 +249,7 @@ class Run:
 def run_inprocess(database: BenchDatabase, n: int, k: int) -> dict[int, Run]:
     from django.db import connection
 
-    from django_durable import executions, testing
+    from django_durable import starting, testing
 
     runs = {}
     for name, steps in (("bench.one", 1), ("bench.chain", k)):
@@ -259,7 +259,7 @@ def run_inprocess(database: BenchDatabase, n: int, k: int) -> dict[int, Run]:
         began = time.perf_counter()
         with start_counter.counting(connection):
             for _ in range(n):
-                executions.start(name, {})
+                starting.start(name, {})
         start_seconds = time.perf_counter() - began
 
         before = database.server_transactions()
@@ -428,7 +428,7 @@ def measure_throughput(database, args, logdir: Path, result: WorkerRun) -> None:
     from django.db import connection, transaction
     from django.db.models import Max, Min
 
-    from django_durable import clock, executions
+    from django_durable import clock, executions, starting
     from django_durable.models import WorkflowExecution
 
     counts = logdir / "counts"
@@ -443,7 +443,7 @@ def measure_throughput(database, args, logdir: Path, result: WorkerRun) -> None:
             since = clock.now()
             with transaction.atomic():
                 for _ in range(args.executions):
-                    executions.start("bench.chain", {})
+                    starting.start("bench.chain", {})
             began = time.perf_counter()
             executions = WorkflowExecution.objects.filter(
                 workflow_name="bench.chain", created_at__gte=since
@@ -476,7 +476,7 @@ def measure_throughput(database, args, logdir: Path, result: WorkerRun) -> None:
 
 def measure_latency(args, logdir: Path, result: WorkerRun) -> None:
     """Start->complete of single executions started while W fresh workers are idle."""
-    from django_durable import conf, executions
+    from django_durable import conf, starting
     from django_durable.models import WorkflowExecution
 
     workers = Workers("lat", args.workers, args.concurrency, logdir)
@@ -490,7 +490,7 @@ def measure_latency(args, logdir: Path, result: WorkerRun) -> None:
         for _ in range(args.latency_samples):
             time.sleep(random.uniform(0.05, 0.05 + poll_interval))
             began = time.perf_counter()
-            execution_id = executions.start("bench.chain", {})
+            execution_id = starting.start("bench.chain", {})
             polls += poll_until_completed(execution_id, began, workers)
             ended = time.perf_counter()
             result.latencies.append(ended - began)

@@ -443,7 +443,7 @@ class Suite:
         from django.db import transaction
         from django.db.models import Max, Min
 
-        from django_durable import clock, executions
+        from django_durable import clock, starting
         from django_durable.models import WorkflowExecution
 
         self.vacuum(self.url(SUITE_DB))
@@ -451,7 +451,7 @@ class Suite:
         began = time.perf_counter()
         with transaction.atomic():
             for _ in range(n):
-                executions.start(name, {})
+                starting.start(name, {})
         committed = time.perf_counter()
         spy = on_commit() if on_commit is not None else None
         busy = Busy([p.pid for p in workers.processes])
@@ -705,11 +705,11 @@ class Suite:
     def inprocess(self, name: str, steps: int, n: int, make_input=dict) -> dict:
         from django.db import connection
 
-        from django_durable import executions, testing
+        from django_durable import starting, testing
 
         self.vacuum(self.url(SUITE_DB))
         for _ in range(n):
-            executions.start(name, make_input())
+            starting.start(name, make_input())
         lsn = self.scalar("SELECT pg_current_wal_insert_lsn()")
         counter = SQLCounter()
         cpu = time.process_time()
@@ -975,7 +975,7 @@ class Suite:
     # -- 6. pyinstrument ------------------------------------------------------------------
 
     def profile(self) -> None:
-        from django_durable import executions, testing
+        from django_durable import starting, testing
 
         try:
             from pyinstrument import Profiler
@@ -984,7 +984,7 @@ class Suite:
             return
         n = self.plan.profile_n
         for _ in range(n):
-            executions.start("bench.chain10", {})
+            starting.start("bench.chain10", {})
         profiler = Profiler(interval=0.0002)
         cpu = time.process_time()
         began = time.perf_counter()
@@ -1386,7 +1386,7 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
     # 4. cost per step
     add("## 4. Cost per step\n")
     add(
-        "In-process, one thread, one connection: `executions.start()` N executions (not "
+        "In-process, one thread, one connection: `starting.start()` N executions (not "
         "timed), then `django_durable.testing.run_until_idle()` runs them (it also runs "
         "`run_timers()` before every claim, which a worker does once per poll interval: "
         "in a 1-step workflow those are about half the statements, so the 1-step row "

@@ -47,7 +47,7 @@ from .errors import (
 )
 
 _LAZY_API = {
-    "start": "executions",
+    "start": "starting",
     "get_execution": "executions",
     "list_executions": "executions",
     "cancel": "executions",

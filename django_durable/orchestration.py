@@ -16,7 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import clock, events, executions, registry
+from . import clock, events, executions, registry, starting
 from .dsl.names import NODE_ID, checked_name
 from .durations import to_timedelta
 from .errors import ChildWorkflowFailed, ExecutionNotActive, WorkflowDefinitionError
@@ -132,7 +132,7 @@ def _child_wait(
     with transaction.atomic():
         check_still_owner(scope)  # locks the parent: one child, by the attempt that owns it
         parent = WorkflowExecution.objects.get(id=scope.execution_id)
-        child_id = executions.create_execution(
+        child_id = starting.create_execution(
             definition,
             input,
             queue=queue,

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
-from . import clock, executions, registry
+from . import clock, registry, starting
 from .dsl.cron import Cron, cron_problem, next_time
 from .dsl.names import QUEUE, WORKFLOW_NAME, checked_name
 from .errors import DurableError, UnknownWorkflow, WorkflowDefinitionError
@@ -243,7 +243,7 @@ def _fire(schedule_id: int, now: datetime) -> tuple[int, datetime | None]:
 
 def _start(schedule: Schedule, input: dict, key: str | None) -> uuid.UUID:
     definition = registry.get(schedule.workflow_name)
-    return executions.create_execution(
+    return starting.create_execution(
         definition, input, queue=schedule.queue, idempotency_key=key, schedule=schedule
     )
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from django_durable import executions
+from django_durable import executions, starting
 from django_durable.events import send_event
 from django_durable.models import StepExecution, WorkflowExecution
 from django_durable.testing import advance_clock, run_until_idle
@@ -30,7 +30,7 @@ def compensation_rows(execution):
 
 
 def test_a_failure_runs_the_compensations_of_completed_steps_newest_first():
-    eid = executions.start(wf.trip, {"confirm_fails": True})
+    eid = starting.start(wf.trip, {"confirm_fails": True})
     execution = settle(eid)
     assert execution.status == "compensated"
     assert execution.error["message"] == "confirmation failed"
@@ -48,7 +48,7 @@ def test_a_failure_runs_the_compensations_of_completed_steps_newest_first():
 
 
 def test_only_completed_steps_are_compensated():
-    eid = executions.start(wf.trip, {"card_declined": True})
+    eid = starting.start(wf.trip, {"card_declined": True})
     execution = settle(eid)
     assert execution.status == "compensated"
     assert [r["step"] for r in execution.compensation_results] == ["book_hotel", "book_flight"]
@@ -57,7 +57,7 @@ def test_only_completed_steps_are_compensated():
 
 
 def test_a_failing_compensation_does_not_stop_the_others():
-    eid = executions.start(wf.trip, {"confirm_fails": True, "hotel_undo_fails": True})
+    eid = starting.start(wf.trip, {"confirm_fails": True, "hotel_undo_fails": True})
     execution = settle(eid)
     assert execution.status == "compensation_failed"
     hotel = execution.compensation_results[1]
@@ -70,16 +70,16 @@ def test_a_failing_compensation_does_not_stop_the_others():
 
 
 def test_a_failure_with_nothing_to_undo_just_fails():
-    eid = executions.start(wf.documents, {"doc": "x"})
+    eid = starting.start(wf.documents, {"doc": "x"})
     execution = WorkflowExecution.objects.get(id=eid)
     execution = settle(eid)
     assert execution.status == "completed"
-    eid = executions.start(wf.strict, {"kind": "zzz"})
+    eid = starting.start(wf.strict, {"kind": "zzz"})
     assert settle(eid).status == "failed"
 
 
 def test_cancel_with_compensate_undoes_what_completed():
-    eid = executions.start(wf.trip, {"wait_before_confirm": True})
+    eid = starting.start(wf.trip, {"wait_before_confirm": True})
     run_until_idle()
     assert WorkflowExecution.objects.get(id=eid).status == "waiting"
     cancelled = executions.cancel(eid, "customer changed plans", compensate=True)
@@ -92,7 +92,7 @@ def test_cancel_with_compensate_undoes_what_completed():
 
 
 def test_cancel_without_compensate_undoes_nothing():
-    eid = executions.start(wf.trip, {"wait_before_confirm": True})
+    eid = starting.start(wf.trip, {"wait_before_confirm": True})
     run_until_idle()
     executions.cancel(eid, "stop")
     execution = settle(eid)
@@ -102,7 +102,7 @@ def test_cancel_without_compensate_undoes_nothing():
 
 
 def test_a_workflow_timeout_runs_the_compensations():
-    eid = executions.start(wf.trip, {"wait_before_confirm": True})
+    eid = starting.start(wf.trip, {"wait_before_confirm": True})
     run_until_idle()
     WorkflowExecution.objects.filter(id=eid).update(
         deadline=WorkflowExecution.objects.get(id=eid).created_at
@@ -113,7 +113,7 @@ def test_a_workflow_timeout_runs_the_compensations():
 
 
 def test_steps_in_branches_and_items_are_compensated_after_a_parallel_failure():
-    eid = executions.start(wf.order_saga, {"items": ["mug", "tea", "pot"], "out_of_stock": "pot"})
+    eid = starting.start(wf.order_saga, {"items": ["mug", "tea", "pot"], "out_of_stock": "pot"})
     execution = settle(eid)
     assert execution.status == "compensated", execution.error
     undone = [(r["step"], r["compensation"]) for r in execution.compensation_results]
@@ -125,7 +125,7 @@ def test_steps_in_branches_and_items_are_compensated_after_a_parallel_failure():
 
 
 def test_compensations_are_attempts_that_send_event_cannot_wake():
-    eid = executions.start(wf.trip, {"confirm_fails": True})
+    eid = starting.start(wf.trip, {"confirm_fails": True})
     execution = settle(eid)
     with pytest.raises(Exception, match="cannot receive events"):
         send_event(eid, "confirm")
@@ -133,7 +133,7 @@ def test_compensations_are_attempts_that_send_event_cannot_wake():
 
 
 def test_include_steps_lists_compensations_after_the_steps_they_undo():
-    eid = executions.start(wf.trip, {"confirm_fails": True})
+    eid = starting.start(wf.trip, {"confirm_fails": True})
     settle(eid)
     steps = executions.get_execution(eid, include_steps=True).steps
     undoing = [(s.step_name, s.compensation_for) for s in steps if s.is_compensation]
@@ -146,7 +146,7 @@ def test_include_steps_lists_compensations_after_the_steps_they_undo():
 
 
 def test_a_compensation_is_retried_by_its_own_policy():
-    eid = executions.start(wf.trip, {"confirm_fails": True, "refund_flaky": True})
+    eid = starting.start(wf.trip, {"confirm_fails": True, "refund_flaky": True})
     execution = settle(eid)
     assert execution.status == "compensated"
     assert calls["undo:card"] == 2

@@ -12,6 +12,7 @@ from django_durable import (
     goto,
     parallel,
     registry,
+    starting,
     workflow,
 )
 from django_durable.events import send_event
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.django_db
 
 
 def run(definition, input):
-    eid = executions.start(definition, input)
+    eid = starting.start(definition, input)
     run_until_idle()
     return WorkflowExecution.objects.get(id=eid)
 
@@ -173,7 +174,7 @@ def test_parallel_results_go_to_results_under_each_name():
 
 
 def test_branches_are_rows_any_worker_can_claim():
-    eid = executions.start(wf.dashboard, {"user_id": 7})
+    eid = starting.start(wf.dashboard, {"user_id": 7})
     run_until_idle(max_steps=1)  # the block's node forks, nothing more
     members = WorkflowExecution.objects.filter(parent_id=eid)
     assert sorted((m.status, m.ready, m.current_step) for m in members) == [
@@ -193,7 +194,7 @@ def test_fail_fast_fails_the_block_with_the_branch_error():
 
 
 def test_fail_fast_cancels_the_other_branches_and_withdraws_their_waits():
-    eid = executions.start(wf.slow_and_failing, {})
+    eid = starting.start(wf.slow_and_failing, {})
     run_until_idle()
     send_event(eid, "fail")
     run_until_idle()
@@ -229,7 +230,7 @@ def test_into_may_jump():
 
 
 def test_waits_inside_branches_are_answered_through_the_parent_id():
-    eid = executions.start(wf.waiting_branches, {"user_id": 1})
+    eid = starting.start(wf.waiting_branches, {"user_id": 1})
     run_until_idle()
     assert WorkflowExecution.objects.get(id=eid).status == "waiting"
     send_event(eid, "go", {"now": True})
@@ -265,7 +266,7 @@ def test_foreach_inside_a_parallel():
 
 
 def test_cancelling_the_parent_cancels_its_members():
-    eid = executions.start(wf.waiting_branches, {"user_id": 1})
+    eid = starting.start(wf.waiting_branches, {"user_id": 1})
     run_until_idle()
     executions.cancel(eid, "changed my mind")
     members = WorkflowExecution.objects.filter(parent_id=eid)
@@ -299,7 +300,7 @@ def test_foreach_results_in_item_order_with_the_block_context():
 
 
 def test_foreach_holds_items_beyond_its_concurrency():
-    eid = executions.start(wf.bulk_email, {"to": ["a", "b", "c", "d", "e"], "subject": "s"})
+    eid = starting.start(wf.bulk_email, {"to": ["a", "b", "c", "d", "e"], "subject": "s"})
     run_until_idle(max_steps=1)
     items = WorkflowExecution.objects.filter(parent_id=eid).order_by("item_index")
     assert [item.ready for item in items] == [True, True, False, False, False]
@@ -345,7 +346,7 @@ def test_foreach_items_that_are_not_a_list_fail_the_block():
 
 
 def test_foreach_items_keep_their_own_retry_policy():
-    eid = executions.start(wf.retrying_items, {"to": ["a"], "bounce": ["a"], "subject": "s"})
+    eid = starting.start(wf.retrying_items, {"to": ["a"], "bounce": ["a"], "subject": "s"})
     run_until_idle()
     advance_clock(1)
     run_until_idle()
@@ -371,7 +372,7 @@ def test_list_executions_shows_workflows_not_their_members():
 
 
 def test_include_steps_groups_each_blocks_members_after_it():
-    eid = executions.start(wf.bulk_email, {"to": ["a", "b", "c"], "subject": "s"})
+    eid = starting.start(wf.bulk_email, {"to": ["a", "b", "c"], "subject": "s"})
     run_until_idle()
     steps = executions.get_execution(eid, include_steps=True).steps
     assert [(s.step_name, s.status, s.unit) for s in steps] == [
@@ -385,7 +386,7 @@ def test_include_steps_groups_each_blocks_members_after_it():
 
 
 def test_include_steps_shows_nested_members_and_compensations():
-    eid = executions.start(wf.foreach_in_parallel, {"regions": ["eu", "us"], "user_id": 1})
+    eid = starting.start(wf.foreach_in_parallel, {"regions": ["eu", "us"], "user_id": 1})
     run_until_idle()
     steps = executions.get_execution(eid, include_steps=True).steps
     names = [s.step_name for s in steps]
@@ -396,7 +397,7 @@ def test_include_steps_shows_nested_members_and_compensations():
 
 
 def test_the_last_member_to_finish_makes_the_parent_runnable_as_it_is_recorded():
-    eid = executions.start(wf.dashboard, {"user_id": 7})
+    eid = starting.start(wf.dashboard, {"user_id": 7})
     assert run_until_idle(max_steps=2) == 2  # the fork, then one branch
     parent = WorkflowExecution.objects.get(id=eid)
     assert (parent.status, parent.ready) == ("waiting", False)
@@ -424,7 +425,7 @@ def test_a_block_reached_again_joins_only_its_own_members():
 
 
 def test_resuming_a_failed_parallel_reruns_only_the_branches_that_did_not_complete():
-    eid = executions.start(wf.dashboard, {"user_id": 7, "orders_fail": True})
+    eid = starting.start(wf.dashboard, {"user_id": 7, "orders_fail": True})
     run_until_idle()
     assert WorkflowExecution.objects.get(id=eid).status == "failed"
     WorkflowExecution.objects.filter(id=eid).update(context={"user_id": 7})  # fixed
@@ -439,7 +440,7 @@ def test_resuming_a_failed_parallel_reruns_only_the_branches_that_did_not_comple
 
 
 def test_resuming_a_failed_foreach_keeps_completed_items_and_its_concurrency():
-    eid = executions.start(
+    eid = starting.start(
         wf.bulk_email, {"to": ["a", "b", "c", "d", "e"], "bounce": ["b"], "subject": "s"}
     )
     run_until_idle()
@@ -464,7 +465,7 @@ def test_resuming_a_failed_foreach_keeps_completed_items_and_its_concurrency():
 
 
 def test_a_branch_or_item_cannot_be_resumed_on_its_own():
-    eid = executions.start(wf.dashboard, {"user_id": 7, "orders_fail": True})
+    eid = starting.start(wf.dashboard, {"user_id": 7, "orders_fail": True})
     run_until_idle()
     member = WorkflowExecution.objects.get(parent_id=eid, status="failed")
     with pytest.raises(ExecutionNotResumable, match="resume that execution"):

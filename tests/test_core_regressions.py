@@ -23,6 +23,7 @@ from django_durable import (
     events,
     executions,
     releases,
+    starting,
     step,
     timers,
     workflow,
@@ -488,7 +489,7 @@ def with_checkpoint():
 
 @pytest.mark.django_db
 def test_a_node_that_routes_sees_the_stored_context_and_needs_no_engine_change(with_checkpoint):
-    eid = executions.start(with_checkpoint, {})
+    eid = starting.start(with_checkpoint, {})
     run_until_idle()
     assert WorkflowExecution.objects.get(id=eid).status == "completed"
     routed, ran = SEEN
@@ -535,7 +536,7 @@ def noop_step(ctx):
 
 @pytest.mark.django_db
 def test_a_goto_runs_the_named_step_next_on_the_context_it_carries(looping):
-    eid = executions.start(looping, {})
+    eid = starting.start(looping, {})
     run_until_idle()
     execution = WorkflowExecution.objects.get(id=eid)
     assert (execution.status, execution.context) == ("completed", {"rounds": 3, "jumped": 2})

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 import django_durable as durable
-from django_durable import claims, engine, executions, workflow
+from django_durable import claims, engine, starting, workflow
 from django_durable.models import (
     ExecutionKind,
     PendingInput,
@@ -53,9 +53,7 @@ quick_child = workflow("tree.quick_child", [done])
 
 def under(root_id, definition, kind, item_index=None):
     root = WorkflowExecution.objects.get(id=root_id)
-    return executions.create_execution(
-        definition, {}, parent=root, kind=kind, item_index=item_index
-    )
+    return starting.create_execution(definition, {}, parent=root, kind=kind, item_index=item_index)
 
 
 def load(execution_id) -> WorkflowExecution:
@@ -224,7 +222,7 @@ def race_cancel_against_a_finishing_child(round: int) -> str:
     run_until_idle()
     gate = new_gate(f"tree-{round}")
     parent = WorkflowExecution.objects.get(id=root)
-    child = executions.create_execution(gated_child, {"gate": f"tree-{round}"}, parent=parent)
+    child = starting.create_execution(gated_child, {"gate": f"tree-{round}"}, parent=parent)
     [claimed] = claims.claim("w1", None, 1)
     cancel_while_it_returns(root, claimed, gate, round)
     assert load(root).status == "cancelled"

@@ -45,7 +45,7 @@ class Workflow:
 
     def start(self, input: dict | None = None, **options: Any) -> uuid.UUID:
         """Start an execution of this workflow; see `django_durable.start`."""
-        from ..executions import start  # deferred: definitions load before Django is set up
+        from ..starting import start  # deferred: definitions load before Django is set up
 
         return start(self, input, **options)
 
