@@ -277,3 +277,29 @@ def test_the_context_shows_as_readable_json_with_typed_values(operator):
     assert "Decimal(12.50)" in body
     assert "&lt;script&gt;x&lt;/script&gt;" in body and "<script>x</script>" not in body
     assert 'class="durable-json"' in body
+
+
+def asks_per_item(ctx, item, index):
+    return wait_for_approval("ok", prompt=f"Ship {item}?")
+
+
+per_item_questions = workflow(
+    "inbox.per_item", [durable.foreach("ship", lambda ctx: ["a", "b"], asks_per_item)]
+)
+
+
+def test_answer_reaches_the_row_it_names_among_questions_sharing_a_name():
+    from django_durable.inputs import answer
+
+    eid = durable.start(per_item_questions, {})
+    run_until_idle()
+    first, second = PendingInput.objects.filter(root_id=eid).order_by("created_at", "id")
+    assert answer(second.id, "approved", responded_by="ana") == "approved"
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("pending", "completed")
+    answer(first.id, "rejected")
+    run_until_idle()
+    results = WorkflowExecution.objects.get(id=eid).context["__results__"]["ship"]
+    by_prompt = {first.prompt: "rejected", second.prompt: "approved"}
+    assert results == [["ok", by_prompt["Ship a?"]], ["ok", by_prompt["Ship b?"]]]
