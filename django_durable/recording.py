@@ -238,7 +238,8 @@ def _go_to(run: Run, attempt: StepExecution, outcome: Outcome, move: Goto, must_
     the node that jumped. A jump back (a loop) goes through the queue, so a long loop
     lets higher-priority work and a stopping worker in between its rounds."""
     run.definition.node(move.node_id)
-    run.stored = codec.encode(move.context)
+    if move is not outcome.move:  # a node's own jump was encoded with its outcome
+        run.stored = codec.encode(move.context)
     backward = run.definition.graph.is_backward(attempt.step_name, move.node_id)
     reached = run.definition.graph.resolve(move.node_id, lambda: codec.decode(run.stored))
     if isinstance(reached, Goto):

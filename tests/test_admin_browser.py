@@ -56,6 +56,15 @@ def log_in(page, live_server) -> None:
     page.wait_for_selector("#content")
 
 
+def run_action_on_first_row(page, action: str) -> str:
+    """Tick the list's first row, run an admin action on it; the message it shows."""
+    page.check("#result_list tbody input.action-select")
+    page.select_option("select[name=action]", action)
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist")
+    return page.locator(".messagelist").inner_text()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_admin_lists_an_execution_and_shows_its_steps_and_pending_input(page, live_server):
     execution_id = durable.start(refund, {"order": 7})
@@ -80,11 +89,7 @@ def test_admin_cancel_action_cancels_the_selected_execution(page, live_server):
     log_in(page, live_server)
 
     page.goto(f"{live_server.url}/admin/django_durable/workflowexecution/")
-    page.check("#result_list tbody input.action-select")
-    page.select_option("select[name=action]", "cancel_executions")
-    page.click("button[name=index]")
-    page.wait_for_selector(".messagelist")
-    assert "1 execution(s) cancelled." in page.locator(".messagelist").inner_text()
+    assert "1 execution(s) cancelled." in run_action_on_first_row(page, "cancel_executions")
     assert durable.get_execution(execution_id).status == "cancelled"
 
 
@@ -143,11 +148,7 @@ def test_schedules_are_listed_and_can_be_disabled(page, live_server):
     page.goto(f"{live_server.url}/admin/django_durable/schedule/")
     row = page.locator("#result_list tbody tr").first
     assert "nightly-report" in row.inner_text()
-    page.check("#result_list tbody input.action-select")
-    page.select_option("select[name=action]", "disable")
-    page.click("button[name=index]")
-    page.wait_for_selector(".messagelist")
-    assert "1 schedule(s) disabled." in page.locator(".messagelist").inner_text()
+    assert "1 schedule(s) disabled." in run_action_on_first_row(page, "disable")
     schedule = schedules.get_schedule("nightly-report")
     assert (schedule.enabled, schedule.next_run_at) == (False, None)
 
