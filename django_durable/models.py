@@ -514,3 +514,13 @@ class Schedule(models.Model):
     def __str__(self) -> str:
         state = "enabled" if self.enabled else "disabled"
         return f"{self.name} ({self.cron} {self.timezone}, {state})"
+
+
+class Overview(WorkflowExecution):
+    """No table: the admin's overview page, listed in the admin index like a model so it
+    is found next to the executions it summarises."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "overview"
+        verbose_name_plural = "overview"
