@@ -19,7 +19,19 @@ from datetime import datetime, timedelta
 
 from django.db import connection, transaction
 
-from . import claims, clock, codec, compensations, executions, forks, recording, registry
+from . import (
+    claims,
+    clock,
+    codec,
+    compensations,
+    conf,
+    executions,
+    forks,
+    logcapture,
+    recording,
+    registry,
+    signals,
+)
 from .dsl import Fork, Goto, Move, Step
 from .errors import (
     ContextNotSerializable,
@@ -28,7 +40,13 @@ from .errors import (
     error_record,
 )
 from .executions import LeaseLost
-from .models import RELEASED_AS, ExecutionStatus, StepExecution, WorkflowExecution
+from .models import (
+    RELEASED_AS,
+    ExecutionKind,
+    ExecutionStatus,
+    StepExecution,
+    WorkflowExecution,
+)
 from .scope import Interrupted, StepScope, Superseded, Suspend, entered
 
 UNKNOWN_RETRY = timedelta(minutes=1)
@@ -72,7 +90,7 @@ def run_claimed(
         node = recording.running_node(definition, execution)
         if on_attempt is not None:
             on_attempt(attempt, node)
-        outcome = _run_step(execution, node, attempt, codec.decode(run.stored), _unit(run))
+        outcome = _run_captured(execution, node, attempt, codec.decode(run.stored), _unit(run))
         attempts += 1
         must_stop = keep_going is not None and not keep_going(attempts)
         attempt = recording.record(run, attempt, outcome, must_stop)
@@ -95,6 +113,12 @@ def _open_first_attempt(run: recording.Run, node: Step) -> StepExecution | None:
     attempt = recording.new_attempt(run, node, execution.run_token, execution.attempt, undoes)
     if not claims.start_attempt(attempt, execution.id, execution.run_token):
         return None
+    claimed_from = getattr(execution, "claimed_from", None)
+    if claimed_from == ExecutionStatus.WAITING and execution.kind == ExecutionKind.WORKFLOW:
+        signals.emit(
+            signals.workflow_resumed, WorkflowExecution, execution=execution, reason="wait"
+        )
+    recording.announce_start(execution, attempt)
     return attempt
 
 
@@ -117,6 +141,18 @@ def _set_aside(execution: WorkflowExecution, exc: DurableError) -> None:
         )
     except LeaseLost:
         pass
+
+
+def _run_captured(
+    execution: WorkflowExecution, step: Step, attempt: StepExecution, ctx, unit: forks.Unit
+) -> recording.Outcome:
+    """Run the node, keeping what it logs and prints for its attempt row (`logcapture`)."""
+    if not conf.get("LOG_CAPTURE"):
+        return _run_step(execution, step, attempt, ctx, unit)
+    with logcapture.captured() as capture:
+        outcome = _run_step(execution, step, attempt, ctx, unit)
+    outcome.logs = capture.entries
+    return outcome
 
 
 def _run_step(

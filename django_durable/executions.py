@@ -23,7 +23,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 
-from . import claims, clock, compensations, conf, forks, registry
+from . import claims, clock, compensations, conf, forks, registry, signals
 from .dsl.moves import Fork
 from .errors import (
     ExecutionNotActive,
@@ -263,8 +263,10 @@ def transition(
     """
     if status in ENDING_STATUSES and status != execution.status:
         raise InvalidTransition(f"{status} is written by finish(), not transition().")
-    _check(execution.status, status)
+    before = execution.status
+    _check(before, status)
     _write(execution, fenced, status=status, **changes)
+    _announce(execution, before)
 
 
 def hand_over(
@@ -374,6 +376,7 @@ def finish(
         _child_finished(execution, parent, now)
     if execution.schedule_id is not None and status in FINAL_STATUSES:
         _count_scheduled_run(execution, now)
+    _announce(execution, None)
 
 
 def _count_scheduled_run(execution: WorkflowExecution, now: datetime) -> None:
@@ -522,6 +525,28 @@ def _wake_parked(execution_id: uuid.UUID, run_queue: str, now: datetime) -> None
         run_at=now, ready=True
     )
     claims.notify(run_queue)
+
+
+def _announce(execution: WorkflowExecution, before: str | None) -> None:
+    """The workflow_* signal for the status a workflow now has (`signals`), sent once
+    the change commits. `before` is the status it had (None: it ended). An ending with
+    no error was a cancel (also when compensations ran after it)."""
+    if execution.kind != ExecutionKind.WORKFLOW or execution.status == before:
+        return
+    status, sender = execution.status, WorkflowExecution
+    if status == ExecutionStatus.WAITING:
+        signals.emit(signals.workflow_waiting, sender, execution=execution)
+    elif status == ExecutionStatus.PENDING and before in FINAL_STATUSES:
+        signals.emit(signals.workflow_resumed, sender, execution=execution, reason="resume")
+    elif status == ExecutionStatus.COMPLETED:
+        signals.emit(signals.workflow_completed, sender, execution=execution)
+    elif status not in FINAL_STATUSES:
+        return
+    elif status == ExecutionStatus.CANCELLED or execution.error is None:
+        reason = execution.cancel_reason
+        signals.emit(signals.workflow_cancelled, sender, execution=execution, reason=reason)
+    else:
+        signals.emit(signals.workflow_failed, sender, execution=execution, error=execution.error)
 
 
 def _check(current: str, target: str) -> None:

@@ -18,7 +18,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import QuerySet
 
-from . import clock, codec, executions
+from . import clock, codec, executions, signals
 from .dsl.names import INPUT_NAME, checked_name
 from .durations import to_timedelta
 from .errors import (
@@ -111,6 +111,7 @@ def _ask(scope, name, kind, prompt, metadata, fields, choices, timeout, on_timeo
         choices=choices,
         timeout_at=now + timeout if timeout else None,
         created_at=now,
+        on_created=_announce_request,
     )
     if pending.status == InputStatus.PENDING and is_due(pending.timeout_at):
         PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
@@ -124,6 +125,10 @@ def _ask(scope, name, kind, prompt, metadata, fields, choices, timeout, on_timeo
             raise InputTimedOut(f"Input {name!r} was not answered by {pending.timeout_at:%c}.")
         return timeout_value
     raise Suspend(KEY_PREFIX + name, pending.timeout_at)
+
+
+def _announce_request(pending: PendingInput) -> None:
+    signals.emit(signals.input_requested, PendingInput, pending_input=pending)
 
 
 def answered(execution_id: Any, step_seq: int, key: str) -> bool:
@@ -191,6 +196,15 @@ def _answer(execution, pending: PendingInput, value: Any, responded_by: str | No
     if not answered:
         raise InputNotPending(f"Input {pending.input_name!r} was answered or timed out meanwhile.")
     executions.wake(execution)
+    pending.status, pending.response = InputStatus.COMPLETED, cleaned
+    pending.responded_by, pending.responded_at = responded_by, now
+    signals.emit(
+        signals.input_provided,
+        PendingInput,
+        pending_input=pending,
+        value=cleaned,
+        responded_by=responded_by,
+    )
     return cleaned
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from . import claims, clock, codec, compensations, conf, executions, waits
+from . import claims, clock, codec, compensations, conf, executions, signals, waits
 from .dsl import End, Fork, Goto, Move, Next, Retry, Step, Workflow
 from .errors import DurableError, StepTimeout, WorkflowTimeout, error_record
 from .executions import LeaseLost
@@ -44,6 +44,7 @@ class Outcome:
     suspension: Suspend | None = None
     superseded: bool = False
     move: Move | None = None  # the node chose where to go (a jump, a case, a fork)
+    logs: list | None = None  # what the attempt logged and printed (`logcapture`)
 
     @property
     def failed(self) -> bool:
@@ -118,17 +119,8 @@ def record(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool):
     # rolls back, the object must say again what the database says.
     committed = dict(execution.__dict__)
     try:
-        if execution.status == ExecutionStatus.COMPENSATING:
-            return _compensation_done(run, attempt, outcome, must_stop)
-        if outcome.suspension is not None:
-            with transaction.atomic():
-                _park(execution, attempt, outcome)
-            return None
-        if outcome.failed:
-            with transaction.atomic():
-                record_failure(execution, run.definition, attempt, outcome)
-            return None
-        return _step_completed(run, attempt, outcome, must_stop)
+        with signals.held() as caused:
+            next_attempt = _write_outcome(run, attempt, outcome, must_stop)
     except LeaseLost:
         _close_superseded(attempt)
         return None
@@ -139,6 +131,43 @@ def record(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool):
         execution.__dict__.update(committed)
         _record_unrecordable(run, attempt, outcome, exc)
         return None
+    _announce(run, attempt, outcome, next_attempt)
+    signals.release(caused)
+    return next_attempt
+
+
+def _write_outcome(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool):
+    execution = run.execution
+    if execution.status == ExecutionStatus.COMPENSATING:
+        return _compensation_done(run, attempt, outcome, must_stop)
+    if outcome.suspension is not None:
+        with transaction.atomic():
+            _park(execution, attempt, outcome)
+        return None
+    if outcome.failed:
+        with transaction.atomic():
+            record_failure(execution, run.definition, attempt, outcome)
+        return None
+    return _step_completed(run, attempt, outcome, must_stop)
+
+
+def _announce(run: Run, attempt: StepExecution, outcome: Outcome, next_attempt) -> None:
+    """The step signals for a recorded attempt and the one this thread goes on with;
+    the attempt object is brought up to date only for receivers that will see it."""
+    if outcome.suspension is None:
+        signal = signals.step_failed if outcome.failed else signals.step_completed
+        if signal.receivers:
+            status = StepStatus.FAILED if outcome.failed else StepStatus.COMPLETED
+            for name, value in _attempt_end(attempt, status, outcome).items():
+                setattr(attempt, name, value)
+            failure = {"error": outcome.error} if outcome.failed else {}
+            signals.emit(signal, StepExecution, execution=run.execution, step=attempt, **failure)
+    if next_attempt is not None:
+        announce_start(run.execution, next_attempt)
+
+
+def announce_start(execution: WorkflowExecution, attempt: StepExecution) -> None:
+    signals.emit(signals.step_started, StepExecution, execution=execution, step=attempt)
 
 
 def _step_completed(run: Run, attempt: StepExecution, outcome: Outcome, must_stop: bool):
@@ -278,7 +307,12 @@ def _compensation_done(run: Run, attempt: StepExecution, outcome: Outcome, must_
     compensating phase after the last. A compensation cannot wait."""
     if outcome.suspension is not None:
         cannot_wait = DurableError("A compensation cannot wait (sleep, events or input).")
-        outcome = Outcome(outcome.finished_at, error=error_record(cannot_wait), retryable=False)
+        outcome = Outcome(
+            outcome.finished_at,
+            error=error_record(cannot_wait),
+            retryable=False,
+            logs=outcome.logs,
+        )
     execution = run.execution
     if outcome.failed and _retries_left(execution, run.definition, outcome):
         with transaction.atomic():
@@ -393,13 +427,16 @@ def _close_attempt(attempt: StepExecution, status: str, outcome: Outcome) -> Non
 
 def _attempt_end(attempt: StepExecution, status: str, outcome: Outcome) -> dict:
     """How an attempt's row ends. The context it produced is kept once, on the
-    execution; the attempt does not repeat it."""
-    return {
+    execution; the attempt does not repeat it. Its captured logs go in the same write."""
+    ending = {
         "status": status,
         "error": outcome.error,
         "completed_at": outcome.finished_at,
         "duration_ms": _milliseconds(outcome.finished_at - attempt.started_at),
     }
+    if outcome.logs:
+        ending["logs"] = outcome.logs
+    return ending
 
 
 def retry_policy(definition: Workflow, step: Step) -> Retry:

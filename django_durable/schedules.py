@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
-from . import clock, registry, starting
+from . import clock, registry, signals, starting
 from .dsl.cron import Cron, cron_problem, next_time
 from .dsl.names import QUEUE, WORKFLOW_NAME, checked_name
 from .errors import DurableError, UnknownWorkflow, WorkflowDefinitionError
@@ -243,9 +243,11 @@ def _fire(schedule_id: int, now: datetime) -> tuple[int, datetime | None]:
 
 def _start(schedule: Schedule, input: dict, key: str | None) -> uuid.UUID:
     definition = registry.get(schedule.workflow_name)
-    return starting.create_execution(
+    execution_id = starting.create_execution(
         definition, input, queue=schedule.queue, idempotency_key=key, schedule=schedule
     )
+    signals.emit(signals.schedule_triggered, Schedule, schedule=schedule, execution_id=execution_id)
+    return execution_id
 
 
 def _reschedule(schedule: Schedule, now: datetime, enabling: bool) -> None:

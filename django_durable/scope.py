@@ -101,9 +101,10 @@ def engine_call(wait: Callable) -> Callable:
     return guarded
 
 
-def record_once(scope: StepScope, model, key: dict, **values):
+def record_once(scope: StepScope, model, key: dict, *, on_created=None, **values):
     """The row this step visit recorded under `key`, created (by its owner only) on the
-    first run that reaches the wait; later runs of the step find it again."""
+    first run that reaches the wait; later runs of the step find it again. `on_created`
+    is called with the row in the transaction that creates it."""
     key = {"execution_id": scope.execution_id, "step_seq": scope.step_seq, **key}
     found = model.objects.filter(**key).first()
     if found is not None:
@@ -111,9 +112,12 @@ def record_once(scope: StepScope, model, key: dict, **values):
     try:
         with transaction.atomic():
             check_still_owner(scope)
-            return model.objects.create(
+            row = model.objects.create(
                 **key, root_id=scope.root_id, step_name=scope.step_name, **values
             )
+            if on_created is not None:
+                on_created(row)
+            return row
     except IntegrityError:
         return model.objects.get(**key)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 
-from . import claims, clock, codec, registry
+from . import claims, clock, codec, registry, signals
 from .dsl.moves import End
 from .dsl.names import IDEMPOTENCY_KEY, QUEUE, checked_name
 from .errors import ContextNotSerializable, InvalidWorkflowInput, WorkflowDefinitionError
@@ -110,6 +110,8 @@ def create_execution(
         if idempotency_key is None or existing is None:
             raise
         return existing
+    if kind == ExecutionKind.WORKFLOW:
+        signals.emit(signals.workflow_started, WorkflowExecution, execution=execution)
     return execution.id
 
 

@@ -6,7 +6,9 @@ from . import (  # noqa: F401
     child_workflows,
     control_workflows,
     failover_workflows,
+    log_workflows,
     scheduled_workflows,
+    signal_workflows,
     worker_workflows,
 )
 from .crash_control_workflows import crash_parallel, crash_saga  # noqa: F401
