@@ -6,6 +6,7 @@ resume actions, answering a pending input, enabling a schedule).
 
 import json
 import uuid
+from zoneinfo import ZoneInfo
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -15,15 +16,18 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.utils.timesince import timesince
 
-from . import admin_forms, clock, events, executions, forks, inputs, schedules
+from . import admin_forms, clock, events, executions, forks, inputs, registry, schedules
+from . import diagram as diagrams
 from .errors import DurableError
 from .models import (
     ACTIVE_STATUSES,
     Event,
     ExecutionKind,
+    ExecutionStatus,
     InputStatus,
     PendingInput,
     Schedule,
@@ -132,13 +136,7 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: WorkflowExecution) -> str:
-        colour = STATUS_COLOURS.get(obj.status, "#666")
-        return format_html(
-            '<span class="durable-status" style="color:#fff;background:{};padding:1px 6px;'
-            'border-radius:8px">{}</span>',
-            colour,
-            obj.get_status_display(),
-        )
+        return _status_badge(obj.status, obj.get_status_display())
 
     @admin.display(description="age", ordering="created_at")
     def age(self, obj: WorkflowExecution) -> str:
@@ -153,9 +151,46 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     date_hierarchy = "created_at"
     inlines = [WaitInline, PendingInputInline, EventInline]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    ("workflow_name", "workflow_version", "kind"),
+                    ("status_badge", "current_step", "attempt"),
+                    ("queue", "run_queue", "priority"),
+                    ("created_at", "started_at", "completed_at", "duration"),
+                    ("parent", "schedule", "idempotency_key"),
+                    "error_text",
+                    "cancel_reason",
+                    "controls",
+                ]
+            },
+        ),
+        ("Diagram", {"fields": ["diagram"]}),
+        ("Steps", {"fields": ["timeline", "compensation_table"]}),
+        ("Input and context", {"fields": ["input_json", "context_json"]}),
+        (
+            "Scheduling and lease",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    ("run_at", "ready", "scheduled_at", "deadline"),
+                    ("locked_by", "locked_until", "run_token"),
+                    ("step_seq", "recoveries", "item_index", "parent_step_seq"),
+                    "id",
+                ],
+            },
+        ),
+    ]
     readonly_fields = [
         "controls",
         "timeline",
+        "diagram",
+        "compensation_table",
+        "error_text",
+        "status_badge",
+        "duration",
         "input_json",
         "context_json",
         *[
@@ -164,7 +199,41 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
             if field.name not in ("input", "context")
         ],
     ]
-    fields = readonly_fields
+
+    @admin.display(description="Error")
+    def error_text(self, obj: WorkflowExecution) -> str:
+        return _error_html(obj.error) or "-"
+
+    @admin.display(description="Compensations")
+    def compensation_table(self, obj: WorkflowExecution) -> str:
+        """What each compensation did, in the order they ran."""
+        if not obj.compensation_results:
+            return "-"
+        rows = [
+            (
+                entry["step"],
+                entry["compensation"],
+                entry["result"]["status"],
+                _error_html(entry["result"].get("error")),
+            )
+            for entry in obj.compensation_results
+        ]
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html(
+            '<table class="durable-compensations"><thead><tr><th>Undid</th>'
+            "<th>Compensation</th><th>Result</th><th>Error</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            body,
+        )
+
+    @admin.display(description="Diagram")
+    def diagram(self, obj: WorkflowExecution) -> str:
+        """The workflow's graph, each node coloured by how it went in this execution."""
+        try:
+            definition = registry.get(obj.workflow_name)
+        except DurableError as exc:
+            return format_html('<p class="help">No diagram: {}</p>', exc)
+        return mark_safe(diagrams.svg(diagrams.model(definition, obj)))
 
     @admin.display(description="Input")
     def input_json(self, obj: WorkflowExecution) -> str:
@@ -176,12 +245,17 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="Actions")
     def controls(self, obj: WorkflowExecution) -> str:
-        """Send an event to, or cancel, an execution that is still going."""
-        if obj.status not in ACTIVE_STATUSES:
+        """Send an event to, or cancel, an execution that is still going; resume a
+        failed or cancelled workflow."""
+        if obj.status in ACTIVE_STATUSES:
+            offered = (("send_event", "Send event"), ("cancel", "Cancel…"))
+        elif obj.status in RESUMABLE and obj.kind == ExecutionKind.WORKFLOW:
+            offered = (("resume", "Resume…"),)
+        else:
             return "-"
         links = [
             (reverse(f"admin:django_durable_workflowexecution_{name}", args=[obj.pk]), label)
-            for name, label in (("send_event", "Send event"), ("cancel", "Cancel…"))
+            for name, label in offered
         ]
         return format_html_join(" ", '<a class="button" href="{}">{}</a>', links)
 
@@ -189,6 +263,7 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         views = [
             ("send-event", "send_event", self.send_event_view),
             ("cancel", "cancel", self.cancel_view),
+            ("resume", "resume", self.resume_view),
         ]
         return [
             *[
@@ -222,6 +297,12 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return f"Execution {done.status}."
 
         return self._control(request, pk, admin_forms.CancelForm, cancel, "Cancel")
+
+    def resume_view(self, request: HttpRequest, pk) -> HttpResponse:
+        def resume(execution, form):
+            return f"Execution {executions.resume(execution.pk).status}."
+
+        return self._control(request, pk, admin_forms.ResumeForm, resume, "Resume")
 
     def _control(self, request, pk, form_class, act, title: str) -> HttpResponse:
         if not self.has_control_permission(request):
@@ -324,9 +405,21 @@ STATUS_COLOURS = {
     "compensating": "#fd7e14",
     "compensated": "#6f42c1",
     "compensation_failed": "#a4161a",
+    "resumed": "#5c7cfa",  # a step's run up to a wait, continued by a later run
+    "skipped": "#adb5bd",
 }
 
-TIMELINE_COLUMNS = ("Step", "Unit", "Attempt", "Status", "Started", "Duration (ms)", "Error")
+TIMELINE_COLUMNS = (
+    "Step",
+    "Unit",
+    "Attempt",
+    "Status",
+    "Started",
+    "Duration (ms)",
+    "Error",
+    "Logs",
+)
+RESUMABLE = (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
 
 
 def _timeline_row(row: StepExecution) -> str:
@@ -338,25 +431,65 @@ def _timeline_row(row: StepExecution) -> str:
     step = row.step_name
     if row.is_compensation:
         step = f"{row.step_name} (undoes {row.compensation_for})"
-    error = ""
-    if row.error:
-        error = f"{row.error.get('type', '')}: {row.error.get('message', '')}"
     child = ""
     if row.child_id is not None:
         url = reverse("admin:django_durable_workflowexecution_change", args=[row.child_id])
         child = format_html(' <a class="child" href="{}">child {}</a>', url, str(row.child_id)[:8])
     return format_html(
         '<tr class="{}"><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
-        "<td>{}</td></tr>",
+        "<td>{}</td><td>{}</td></tr>",
         "compensation" if row.is_compensation else unit.split(" ")[0] or "own",
         step,
         child,
         unit,
         row.attempt,
-        row.status,
+        _status_badge(row.status, row.get_status_display()),
         row.started_at.strftime("%Y-%m-%d %H:%M:%S"),
         "" if row.duration_ms is None else row.duration_ms,
-        error,
+        _error_html(row.error),
+        _logs_html(row.logs),
+    )
+
+
+def _error_html(error: dict | None) -> str:
+    """An error's type and message, its traceback folded under it."""
+    if not error:
+        return ""
+    summary = f"{error.get('type', '')}: {error.get('message', '')}"
+    if not error.get("traceback"):
+        return format_html('<span class="durable-error">{}</span>', summary)
+    return format_html(
+        '<details class="durable-error"><summary>{}</summary><pre>{}</pre></details>',
+        summary,
+        error["traceback"],
+    )
+
+
+def _logs_html(logs: list | None) -> str:
+    """What the attempt logged and printed, folded: one line per entry."""
+    if not logs:
+        return ""
+    lines = format_html_join(
+        "\n",
+        '<span class="level-{}">{} {:<7} {}</span>',
+        [
+            (entry["level"].lower(), entry["timestamp"][11:23], entry["level"], entry["message"])
+            for entry in logs
+        ],
+    )
+    return format_html(
+        '<details class="durable-logs"><summary>{} line(s)</summary><pre>{}</pre></details>',
+        len(logs),
+        lines,
+    )
+
+
+def _status_badge(status: str, label: str) -> str:
+    return format_html(
+        '<span class="durable-status" style="color:#fff;background:{};padding:1px 6px;'
+        'border-radius:8px">{}</span>',
+        STATUS_COLOURS.get(status, "#666"),
+        label,
     )
 
 
@@ -449,42 +582,113 @@ class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    """Schedules, with enable and disable as actions (which go through the schedules
-    API, so the next due time and the failure count follow)."""
+class ScheduleAdmin(admin.ModelAdmin):
+    """Schedules, edited and switched through the schedules API (so the next due time
+    and the failure count follow): the form checks the cron and the zone, and the page
+    previews the next five runs. A declared schedule's cron, zone, input and queue come
+    from its code; only `enabled` is people's."""
 
+    form = admin_forms.ScheduleForm
     list_display = (
         "name",
         "workflow_name",
         "cron",
         "timezone",
         "enabled",
-        "next_run_at",
+        "upcoming_runs",
         "last_run_at",
         "consecutive_failures",
     )
-    list_filter = ("enabled", "workflow_name")
+    list_filter = ("enabled", "workflow_name", "declared")
     search_fields = ("name", "workflow_name")
-    readonly_fields = [field.name for field in Schedule._meta.fields]
     actions = ["enable", "disable", "trigger"]
+    STATE = (
+        "declared",
+        "next_runs",
+        "next_run_at",
+        "last_run_at",
+        "consecutive_failures",
+        "last_error",
+        "auto_disabled_at",
+        "created_at",
+        "updated_at",
+    )
 
-    @admin.action(description="Enable selected schedules", permissions=["control"])
+    def get_fields(self, request: HttpRequest, obj: Schedule | None = None) -> list[str]:
+        editable = ["name", "workflow_name", "cron", "timezone", "input", "queue", "enabled"]
+        return editable if obj is None else [*editable, *self.STATE]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Schedule | None = None):
+        if obj is None:
+            return ()
+        fixed = ("name", "workflow_name", "cron", "timezone", "input", "queue")
+        return (*self.STATE, "name", *(fixed if obj.declared else ()))
+
+    def save_model(self, request: HttpRequest, obj: Schedule, form, change: bool) -> None:
+        data = form.cleaned_data
+        if not change:
+            saved = schedules.create_schedule(
+                data["name"],
+                data["workflow_name"],
+                data["cron"],
+                timezone=data["timezone"],
+                input=data["input"],
+                queue=data["queue"] or None,
+                enabled=data["enabled"],
+            )
+        else:
+            changes = {name: data[name] for name in form.changed_data if name in data}
+            if "workflow_name" in changes:
+                changes["workflow"] = changes.pop("workflow_name")
+            if "queue" in changes:
+                changes["queue"] = changes["queue"] or None
+            saved = schedules.update_schedule(obj.name, **changes)
+        obj.pk, obj.next_run_at = saved.pk, saved.next_run_at
+
+    def has_delete_permission(self, request: HttpRequest, obj: Schedule | None = None) -> bool:
+        if obj is not None and obj.declared:
+            return False  # the code declares it: it would come back at the next start
+        return super().has_delete_permission(request, obj)
+
+    @admin.display(description="next runs")
+    def upcoming_runs(self, obj: Schedule) -> str:
+        if not obj.enabled or obj.next_run_at is None:
+            return "disabled"
+        return _times(schedules.upcoming(obj.cron, obj.timezone, 3), obj.timezone)
+
+    @admin.display(description="Next five runs")
+    def next_runs(self, obj: Schedule) -> str:
+        if not obj.enabled:
+            return "- (disabled)"
+        return _times(schedules.upcoming(obj.cron, obj.timezone, 5), obj.timezone)
+
+    @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet) -> None:
         for schedule in queryset:
             schedules.enable_schedule(schedule.name)
         self.message_user(request, f"{queryset.count()} schedule(s) enabled.", messages.SUCCESS)
 
-    @admin.action(description="Disable selected schedules", permissions=["control"])
+    @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet) -> None:
         for schedule in queryset:
             schedules.disable_schedule(schedule.name)
         self.message_user(request, f"{queryset.count()} schedule(s) disabled.", messages.SUCCESS)
 
-    @admin.action(description="Run selected schedules now", permissions=["control"])
+    @admin.action(description="Run selected schedules now", permissions=["change"])
     def trigger(self, request: HttpRequest, queryset: QuerySet) -> None:
         for schedule in queryset:
             schedules.trigger_schedule(schedule.name)
         self.message_user(request, f"{queryset.count()} run(s) started.", messages.SUCCESS)
 
-    def has_control_permission(self, request) -> bool:
-        return request.user.has_perm("django_durable.change_schedule")
+
+def _times(times: list, timezone: str) -> str:
+    """Times as the schedule's zone reads them, one per line."""
+    zone = ZoneInfo(timezone)
+    return format_html_join(
+        "",
+        "<div>{}</div>",
+        [(moment.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z"),) for moment in times],
+    )
+
+
+from . import admin_overview  # noqa: E402,F401  (registers the overview page)

@@ -1,5 +1,5 @@
 """The admin's forms: answering a pending input (one kind per input type), sending an
-event, cancelling with a reason.
+event, cancelling with a reason, resuming, editing a schedule.
 
 Each answer form turns what was posted into the value `inputs.answer` expects; that function
 validates it once more against the input (its type, choices and fields), so the rules
@@ -11,7 +11,9 @@ from typing import Any
 
 from django import forms
 
-from .models import InputType, PendingInput
+from . import registry
+from .dsl.cron import cron_problem
+from .models import InputType, PendingInput, Schedule
 
 APPROVE, REJECT = "approved", "rejected"
 
@@ -145,3 +147,50 @@ class CancelForm(forms.Form):
     compensate = forms.BooleanField(
         required=False, help_text="Run the compensations of its completed steps first."
     )
+
+
+class ResumeForm(forms.Form):
+    """Nothing to fill in: the page says what resuming does and asks to confirm."""
+
+
+class ScheduleForm(forms.ModelForm):
+    """A schedule as people edit it: the workflow picked from those registered, the
+    cron and zone checked together (`cron_problem`) so a mistake shows on its field."""
+
+    workflow_name = forms.ChoiceField(label="Workflow")
+    input = forms.JSONField(
+        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 3}), help_text="JSON"
+    )
+
+    class Meta:
+        model = Schedule
+        fields = ["name", "workflow_name", "cron", "timezone", "input", "queue", "enabled"]
+        help_texts = {
+            "cron": "Five fields: minute hour day-of-month month day-of-week, e.g. 0 9 * * 1-5",
+            "timezone": "An IANA zone the cron is read in, e.g. Europe/Paris",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if "workflow_name" in self.fields:
+            names = [definition.name for definition in registry.all_workflows()]
+            current = self.instance.workflow_name
+            if current and current not in names:
+                names.append(current)
+            self.fields["workflow_name"].choices = [(name, name) for name in names]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        cron = data.get("cron", self.instance.cron)
+        timezone = data.get("timezone", self.instance.timezone)
+        if cron is not None and timezone is not None:
+            problem = cron_problem(cron, timezone)
+            if problem:
+                field = "cron" if "cron expression" in problem else "timezone"
+                if field in self.fields:
+                    self.add_error(field, problem)
+                else:
+                    raise forms.ValidationError(problem)
+        if data.get("input") is None and "input" in self.fields:
+            data["input"] = {}
+        return data

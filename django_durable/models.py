@@ -165,7 +165,8 @@ class WorkflowExecution(models.Model):
     )
     # The execution that events and inputs for this row are addressed to: itself for a
     # workflow, its workflow's for a branch or item. Rows go with their parent (CASCADE
-    # above), so this link needs no index of its own.
+    # above); durable_exec_root finds a workflow's whole tree (its page, its
+    # compensations) without reading the table.
     root = models.ForeignKey("self", on_delete=models.DO_NOTHING, related_name="+", db_index=False)
     item_index = models.PositiveIntegerField(null=True, blank=True)
     # For a branch or item: the parent's step visit that forked it, so a block reached
@@ -226,6 +227,7 @@ class WorkflowExecution(models.Model):
                 condition=Q(status__in=ACTIVE_STATUSES, parent__isnull=False),
                 name="durable_exec_open_members",
             ),
+            models.Index(fields=["root"], name="durable_exec_root"),
             models.Index(fields=["-created_at"], name="durable_exec_created"),
             models.Index(fields=["status", "-created_at"], name="durable_exec_status"),
             models.Index(fields=["workflow_name", "-created_at"], name="durable_exec_workflow"),

@@ -172,6 +172,15 @@ def fire_due(limit: int = FIRE_BATCH) -> int:
     return fired
 
 
+def upcoming(cron: str, timezone: str, count: int = 5, after: datetime | None = None):
+    """The next `count` times a cron fires in `timezone` (for a preview), in UTC."""
+    times, moment = [], after or clock.now()
+    for _ in range(count):
+        moment = next_time(cron, timezone, moment)
+        times.append(moment)
+    return times
+
+
 def next_due() -> datetime | None:
     """When a schedule is next due, as the last `fire_due` of this process saw it (a
     schedule made since is seen at the next poll at the latest)."""
