@@ -20,7 +20,7 @@ from django.db.models.functions import Coalesce
 
 from . import registry
 from .dsl import Branch, Decision, Foreach, Parallel, Workflow
-from .dsl.control import _literal_goto_targets
+from .dsl.control import goto_targets
 from .dsl.fanout import ForeachItem
 from .models import ExecutionKind, StepExecution, WorkflowExecution
 
@@ -151,7 +151,7 @@ class _Builder:
         if router is None:
             return
         reachable = self.graph.scopes.get(node_id, {})
-        for name in dict.fromkeys(_literal_goto_targets(router)):
+        for name in dict.fromkeys(goto_targets(router)):
             if name in reachable:
                 self.edges.append(Edge(node_id, reachable[name], "jump", "goto"))
 

@@ -7,6 +7,7 @@ node's failure, never the previous step's.
 """
 
 import ast
+import functools
 import inspect
 import textwrap
 from collections.abc import Callable, Mapping
@@ -123,7 +124,7 @@ class Decision(Step):
     def compile(self, graph: Graph, prefix: str, follow: str | None) -> str:
         node_id = super().compile(graph, prefix, follow)
         known = graph.scopes.get(node_id, {})
-        for target in _literal_goto_targets(self.fn):
+        for target in goto_targets(self.fn):
             if target not in known:
                 raise WorkflowDefinitionError(
                     f"Workflow {graph.workflow_name!r}: decision {node_id!r} jumps to "
@@ -148,13 +149,15 @@ def decision(fn: Callable[[dict], Any], *, name: str | None = None, **options: A
     return Decision(fn=fn, name=name or getattr(fn, "__name__", ""), **options)
 
 
-def _literal_goto_targets(fn: Callable) -> list[str]:
+@functools.cache
+def goto_targets(fn: Callable) -> tuple[str, ...]:
     """The names a function passes to `goto(...)` as string literals, found in its
-    source; none when the source cannot be read (a built-in, a REPL definition)."""
+    source (read once per function: definitions check them, diagrams draw them); none
+    when the source cannot be read (a built-in, a REPL definition)."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
     except (OSError, TypeError, SyntaxError):
-        return []
+        return ()
     targets = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not node.args:
@@ -165,4 +168,4 @@ def _literal_goto_targets(fn: Callable) -> list[str]:
         if called_name == "goto" and isinstance(first, ast.Constant):
             if isinstance(first.value, str):
                 targets.append(first.value)
-    return targets
+    return tuple(targets)
