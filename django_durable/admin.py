@@ -151,6 +151,10 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     date_hierarchy = "created_at"
     inlines = [WaitInline, PendingInputInline, EventInline]
+
+    class Media:
+        css = {"all": ["django_durable/admin.css"]}
+
     fieldsets = [
         (
             None,
@@ -444,7 +448,7 @@ def _timeline_row(row: StepExecution) -> str:
         unit,
         row.attempt,
         _status_badge(row.status, row.get_status_display()),
-        row.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        row.started_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
         "" if row.duration_ms is None else row.duration_ms,
         _error_html(row.error),
         _logs_html(row.logs),

@@ -3,6 +3,7 @@
 from django_durable import workflow
 
 from . import (  # noqa: F401
+    admin_workflows,
     child_workflows,
     control_workflows,
     failover_workflows,
