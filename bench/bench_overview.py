@@ -24,13 +24,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, sys.path[0] is bench/; import `bench` and `example_project` from the root.
 sys.path[0] = str(ROOT)
 
-from bench.bench_steps import POSTGRES_SCHEMES, SETTINGS  # noqa: E402
+from bench.bench_scale import ScaleDatabase, setup_django  # noqa: E402
 
 LOAD_CHUNK = 250_000
 WORKFLOW_NAMES = (
@@ -135,57 +134,6 @@ def parse_args() -> argparse.Namespace:
 
 
 # -- the database ----------------------------------------------------------------------
-
-
-class Database:
-    """`--database` on the server of DATABASE_URL, which is used only to create and drop it."""
-
-    def __init__(self, url: str | None, name: str, keep: bool):
-        if not url:
-            sys.exit("bench_overview.py needs PostgreSQL: set DATABASE_URL=postgres://...")
-        parts = urlsplit(url)
-        if parts.scheme not in POSTGRES_SCHEMES:
-            sys.exit(f"bench_overview.py measures PostgreSQL; DATABASE_URL is {parts.scheme!r}.")
-        if parts.path.strip("/") == name:
-            sys.exit(f"DATABASE_URL must name another database: the bench drops {name}.")
-        self.admin_url, self.name, self.keep = url, name, keep
-        self.url = parts._replace(path=f"/{name}").geturl()
-        self.admin = None
-
-    def create(self) -> None:
-        import psycopg
-
-        self.admin = psycopg.connect(self.admin_url, autocommit=True)
-        self.admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        self.admin.execute(f'CREATE DATABASE "{self.name}"')
-
-    def describe(self) -> str:
-        version = self.admin.execute("SHOW server_version").fetchone()[0]
-        buffers = self.admin.execute("SHOW shared_buffers").fetchone()[0]
-        return f"PostgreSQL {version.split()[0]} ({self.name}, shared_buffers {buffers})"
-
-    def drop(self) -> None:
-        from django.db import connections
-
-        connections.close_all()
-        if self.admin is None:
-            return
-        if self.keep:
-            print(f"Kept the database: {self.url}")
-        else:
-            self.admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        self.admin.close()
-
-
-def setup_django(database: Database) -> None:
-    os.environ["DATABASE_URL"] = database.url
-    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
-    os.environ.pop("DURABLE_BENCH_COUNT_FILE", None)
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
 
 
 def load(args: argparse.Namespace) -> None:
@@ -351,7 +299,7 @@ def report(title: str, loads: list[PageLoad]) -> None:
 
 def main() -> int:
     args = parse_args()
-    database = Database(os.environ.get("DATABASE_URL"), args.database, args.keep)
+    database = ScaleDatabase(os.environ.get("DATABASE_URL"), args.keep, args.database)
     try:
         database.create()
         setup_django(database)

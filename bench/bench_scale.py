@@ -112,38 +112,38 @@ def parse_args() -> argparse.Namespace:
 
 
 class ScaleDatabase:
-    """`durable_scale` on the server of DATABASE_URL, which is used only to create and
-    drop it."""
+    """A scratch database (`name`) on the server of DATABASE_URL, which is used only to
+    create and drop it. PostgreSQL only: these benches measure its plans."""
 
-    def __init__(self, url: str | None, keep: bool):
+    def __init__(self, url: str | None, keep: bool, name: str = SCALE_DB):
+        script = Path(sys.argv[0]).name
         if not url:
-            sys.exit("bench_scale.py needs PostgreSQL: set DATABASE_URL=postgres://...")
+            sys.exit(f"{script} needs PostgreSQL: set DATABASE_URL=postgres://...")
         parts = urlsplit(url)
         if parts.scheme not in POSTGRES_SCHEMES:
             sys.exit(
-                f"bench_scale.py measures PostgreSQL's plans only; DATABASE_URL is "
+                f"{script} measures PostgreSQL's plans only; DATABASE_URL is "
                 f"{parts.scheme!r}. SQLite (a development database) is not supported."
             )
-        if parts.path.strip("/") == SCALE_DB:
-            sys.exit(f"DATABASE_URL must name another database: the bench drops {SCALE_DB}.")
-        self.admin_url = url
-        self.url = parts._replace(path=f"/{SCALE_DB}").geturl()
-        self.keep = keep
+        if parts.path.strip("/") == name:
+            sys.exit(f"DATABASE_URL must name another database: the bench drops {name}.")
+        self.admin_url, self.name, self.keep = url, name, keep
+        self.url = parts._replace(path=f"/{name}").geturl()
         self.admin = None
 
     def create(self) -> None:
         import psycopg
 
         self.admin = psycopg.connect(self.admin_url, autocommit=True)
-        self.admin.execute(f"DROP DATABASE IF EXISTS {SCALE_DB} WITH (FORCE)")
-        self.admin.execute(f"CREATE DATABASE {SCALE_DB}")
+        self.admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self.admin.execute(f'CREATE DATABASE "{self.name}"')
 
     def describe(self) -> str:
         version = self.admin.execute("SHOW server_version").fetchone()[0]
         buffers = self.admin.execute("SHOW shared_buffers").fetchone()[0]
         where = urlsplit(self.admin_url)
         return (
-            f"PostgreSQL {version.split()[0]} ({SCALE_DB} on {where.hostname}:{where.port}, "
+            f"PostgreSQL {version.split()[0]} ({self.name} on {where.hostname}:{where.port}, "
             f"shared_buffers {buffers})"
         )
 
@@ -156,7 +156,7 @@ class ScaleDatabase:
         if self.keep:
             print(f"Kept the database: {self.url}")
         else:
-            self.admin.execute(f"DROP DATABASE IF EXISTS {SCALE_DB} WITH (FORCE)")
+            self.admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
         self.admin.close()
 
 
