@@ -37,10 +37,12 @@ from .errors import (
     InvalidWorkflowInput,
     NoBranchMatched,
     NonRetryableError,
+    NoOpenWait,
     NotInStep,
     StepReturnedInvalidValue,
     StepTimeout,
     UnknownWorkflow,
+    WaitCancelled,
     WaitInsideTransaction,
     WorkflowDefinitionError,
     WorkflowTimeout,
@@ -58,6 +60,8 @@ _LAZY_API = {
     "call_workflow": "orchestration",
     "start_workflow": "orchestration",
     "list_children": "orchestration",
+    "list_pending_events": "waits",
+    "cancel_wait": "waits",
 }
 
 __all__ = [
@@ -75,6 +79,7 @@ __all__ = [
     "InvalidInput",
     "InvalidWorkflowInput",
     "NoBranchMatched",
+    "NoOpenWait",
     "NonRetryableError",
     "NotInStep",
     "Retry",
@@ -82,6 +87,7 @@ __all__ = [
     "StepReturnedInvalidValue",
     "StepTimeout",
     "UnknownWorkflow",
+    "WaitCancelled",
     "WaitInsideTransaction",
     "Workflow",
     "WorkflowDefinitionError",

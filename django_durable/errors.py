@@ -107,6 +107,20 @@ class NoBranchMatched(NonRetryableError):
     """A branch's `on(ctx)` gave a value none of its cases has, and it has no default."""
 
 
+class WaitCancelled(NonRetryableError):
+    """The wait this step is parked on was withdrawn (`cancel_wait`); `.reason` says
+    why. The step may catch it and go on; uncaught, it fails the step without retries
+    (the wait stays withdrawn)."""
+
+    def __init__(self, reason: str = "cancelled") -> None:
+        super().__init__(f"The wait was cancelled: {reason}")
+        self.reason = reason
+
+
+class NoOpenWait(DurableError):
+    """`cancel_wait` found no open event wait or pending input of that name."""
+
+
 class ChildWorkflowFailed(DurableError):
     """A child workflow called with `call_workflow` did not complete: it failed, was
     cancelled or compensated, or (`status == "timed_out"`) the call's timeout passed

@@ -20,7 +20,12 @@ from django.db import transaction
 from . import clock, codec, executions
 from .dsl.names import EVENT_NAME, checked_name
 from .durations import to_timedelta
-from .errors import ContextNotSerializable, InvalidEventName, WorkflowDefinitionError
+from .errors import (
+    ContextNotSerializable,
+    InvalidEventName,
+    WaitCancelled,
+    WorkflowDefinitionError,
+)
 from .models import Event, Wait, WaitStatus
 from .scope import Suspend, check_still_owner, current, engine_call, is_due, record_once
 
@@ -150,6 +155,8 @@ def _wait_for_events(kind: str, names: Any, timeout: Any, timeout_value: Any, wh
         return wait.result
     if wait.status == WaitStatus.TIMED_OUT:
         return timeout_value
+    if wait.status == WaitStatus.WITHDRAWN:
+        raise WaitCancelled((wait.result or {}).get("reason", "cancelled"))
     raise Suspend(wait.key, wait.wake_at)
 
 

@@ -26,6 +26,7 @@ from .errors import (
     InputNotPending,
     InputTimedOut,
     InvalidInput,
+    WaitCancelled,
     WorkflowDefinitionError,
 )
 from .models import InputStatus, InputType, PendingInput
@@ -120,6 +121,8 @@ def _ask(scope, name, kind, prompt, metadata, fields, choices, timeout, on_timeo
         pending.refresh_from_db()
     if pending.status == InputStatus.COMPLETED:
         return pending.response
+    if pending.status == InputStatus.WITHDRAWN:
+        raise WaitCancelled((pending.response or {}).get("reason", "cancelled"))
     if pending.status == InputStatus.TIMED_OUT:
         if on_timeout == "fail":
             raise InputTimedOut(f"Input {name!r} was not answered by {pending.timeout_at:%c}.")
@@ -153,7 +156,7 @@ def provide_input(
     _check_responder(responded_by)
     with transaction.atomic():
         root = executions.lock_root(execution_id, "receive input")
-        execution, pending = _open_input(root, name)
+        execution, pending = open_input(root, name)
         if pending is None:
             raise InputNotPending(
                 f"Execution {root.id} has no pending input named {name!r} (it was never "
@@ -208,7 +211,7 @@ def _answer(execution, pending: PendingInput, value: Any, responded_by: str | No
     return cleaned
 
 
-def _open_input(root, name: str):
+def open_input(root, name: str):
     """The oldest input named `name` still open in `root`'s tree, with its execution
     (locked after the root); an input left by an earlier visit to a step is skipped."""
     candidates = PendingInput.objects.filter(

@@ -319,6 +319,7 @@ class WaitStatus(models.TextChoices):
     RESOLVED = "resolved"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"  # its execution ended first
+    WITHDRAWN = "withdrawn"  # `cancel_wait`: the step's wait call raises WaitCancelled
 
 
 class Wait(models.Model):
@@ -422,6 +423,7 @@ class InputStatus(models.TextChoices):
     COMPLETED = "completed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    WITHDRAWN = "withdrawn"  # `cancel_wait` (`response` holds the reason)
 
 
 class PendingInput(models.Model):

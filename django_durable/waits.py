@@ -11,12 +11,16 @@ they are called in), so a step may wait several times. Event waits live beside
 `send_event` (`events`), input waits beside `provide_input` (`inputs`).
 """
 
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import clock, events, forks, inputs, orchestration
+from django.db import transaction
+from django.db.models import F
+
+from . import clock, events, executions, forks, inputs, orchestration, registry
 from .durations import to_timedelta
-from .errors import WorkflowDefinitionError
+from .errors import NoOpenWait, WorkflowDefinitionError
 from .events import wait_for_all, wait_for_any, wait_for_event
 from .inputs import (
     wait_for_approval,
@@ -25,10 +29,12 @@ from .inputs import (
     wait_for_input,
     wait_for_text,
 )
-from .models import Wait, WaitStatus
+from .models import InputStatus, PendingInput, Wait, WaitStatus
 from .scope import StepScope, Suspend, current, engine_call, is_due, record_once
 
 __all__ = [
+    "cancel_wait",
+    "list_pending_events",
     "schedule_at",
     "sleep",
     "wait_for_all",
@@ -55,6 +61,54 @@ def schedule_at(when: datetime) -> None:
     if not isinstance(when, datetime) or when.tzinfo is None:
         raise WorkflowDefinitionError("schedule_at() needs a time-zone aware datetime.")
     _sleep_until(scope, lambda now: when)
+
+
+EVENT_KINDS = (Wait.Kind.EVENT, Wait.Kind.ANY, Wait.Kind.ALL)
+
+
+def list_pending_events(event_name: str | None = None, workflow: Any = None) -> list[Wait]:
+    """The event waits steps are parked on now (oldest first), with their execution:
+    `event_names` says what each waits for, `wake_at` when it times out. Waits left
+    behind by an earlier visit to a step are not listed."""
+    waits = (
+        Wait.objects.filter(status=WaitStatus.WAITING, kind__in=EVENT_KINDS)
+        .filter(step_seq=F("execution__step_seq"))
+        .select_related("execution")
+        .order_by("created_at", "id")
+    )
+    if workflow is not None:
+        waits = waits.filter(root__workflow_name=registry.get(workflow).name)
+    return [wait for wait in waits if event_name is None or event_name in wait.event_names]
+
+
+def cancel_wait(execution_id: "uuid.UUID | str", name: str, reason: str = "cancelled") -> None:
+    """Withdraw the open wait named `name` (an event wait for that event, else a pending
+    input of that name) anywhere in an active execution's tree, oldest first: the step
+    runs again and its wait call raises `WaitCancelled(reason)`."""
+    with transaction.atomic():
+        root = executions.lock_root(execution_id, "have a wait cancelled")
+        now = clock.now()
+        for wait in Wait.objects.filter(
+            root=root, status=WaitStatus.WAITING, kind__in=EVENT_KINDS
+        ).order_by("created_at", "id"):
+            if name not in wait.event_names:
+                continue
+            owner = executions.lock_member(root, wait.execution_id)
+            if wait.step_seq == owner.step_seq:
+                Wait.objects.filter(id=wait.id, status=WaitStatus.WAITING).update(
+                    status=WaitStatus.WITHDRAWN, result={"reason": reason}, resolved_at=now
+                )
+                executions.wake(owner)
+                return
+        owner, pending = inputs.open_input(root, name)
+        if pending is None:
+            raise NoOpenWait(
+                f"Execution {root.id} has no open event wait or pending input named {name!r}."
+            )
+        PendingInput.objects.filter(id=pending.id, status=InputStatus.PENDING).update(
+            status=InputStatus.WITHDRAWN, response={"reason": reason}, responded_at=now
+        )
+        executions.wake(owner)
 
 
 def can_resume(execution_id: Any, step_seq: int, key: str) -> bool:
