@@ -48,11 +48,13 @@ _CLAIMED_STATUS_SQL = " ".join(
 _CLAIMABLE_SQL = ", ".join(f"'{status}'" for status in CLAIMED_AS)
 
 # Only `ready` rows are in the index this reads (durable_exec_ready): however many
-# executions are parked or finished, a claim reads a handful of index entries.
+# executions are parked or finished, a claim reads a handful of index entries. Paused
+# queues (a small table, usually empty) are skipped.
 _CLAIM_SQL = f"""
 WITH picked AS (
     SELECT id, status AS claimed_from FROM durable_execution
     WHERE ready AND status IN ({_CLAIMABLE_SQL}) AND locked_by IS NULL {{queue_filter}}
+        AND NOT EXISTS (SELECT 1 FROM durable_paused_queue p WHERE p.name = run_queue)
     ORDER BY priority DESC, run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -89,8 +89,10 @@ class WorkflowExecutionQuerySet(models.QuerySet):
     def runnable(self, queues=None):
         """Executions a worker may claim now (durable_exec_ready): only these are in it.
         Rechecked against status and lease, which a row marked ready by mistake (by a
-        process older than the flag) could contradict."""
-        qs = self.filter(UNHELD_CLAIMABLE, ready=True)
+        process older than the flag) could contradict; paused queues are left out."""
+        qs = self.filter(UNHELD_CLAIMABLE, ready=True).exclude(
+            run_queue__in=models.Subquery(PausedQueue.objects.values("name"))
+        )
         return qs if queues is None else qs.filter(run_queue__in=queues)
 
     def timers_due(self, now):
@@ -518,6 +520,23 @@ class Schedule(models.Model):
     def __str__(self) -> str:
         state = "enabled" if self.enabled else "disabled"
         return f"{self.name} ({self.cron} {self.timezone}, {state})"
+
+
+class PausedQueue(models.Model):
+    """A queue no worker claims from until it is resumed (`queues.pause_queue`). A row
+    in the database, so the pause holds across workers and restarts; claims skip the
+    queues listed here."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    paused_at = models.DateTimeField()
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "durable_paused_queue"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (paused)"
 
 
 class Overview(WorkflowExecution):
