@@ -37,7 +37,7 @@ if not User.objects.filter(username={ADMIN_USER!r}).exists():
 # Run with `manage.py shell -c`: three orders that show a success, retries and a failure.
 DEMO_ORDERS = """
 import uuid
-from example_project.shop.workflows import process_order
+from example_project.shop.workflows import process_order, refund_request
 items = [{"sku": "MUG", "qty": 2, "price": "12.50"}, {"sku": "TEA", "qty": 1, "price": "4.99"}]
 demos = [
     ("goes through: stock held per line, charged, confirmed in parallel", {}),
@@ -48,6 +48,8 @@ for label, extra in demos:
     order = {"id": uuid.uuid4().hex[:8], "email": "ada@example.com", "items": items, **extra}
     execution_id = process_order.start(order)
     print(f"Started process_order {execution_id}: {label}")
+request = {"order_id": order["id"], "amount": "29.99", "reason": "mug arrived broken"}
+print(f"Started refund_request {refund_request.start(request)}: answer it in Pending inputs")
 """
 
 

@@ -15,7 +15,7 @@ import django_durable as durable
 from django_durable.models import StepExecution
 from django_durable.testing import advance_clock, run_until_idle
 from example_project.shop import payments
-from example_project.shop.workflows import HELD_STOCK, process_order
+from example_project.shop.workflows import HELD_STOCK, process_order, refund_request
 
 pytestmark = pytest.mark.django_db
 
@@ -226,3 +226,28 @@ def test_welcome_customer_appends_an_email():
     assert execution.context["emails"] == [
         {"to": "ada@example.com", "body": "Welcome to the shop, Ada!"}
     ]
+
+
+def test_an_approved_refund_request_refunds_the_charge():
+    charged = process_order.start(order("A-7"))
+    run_until_idle()
+    assert durable.get_execution(charged).status == "completed"
+    request = refund_request.start({"order_id": "A-7", "amount": "29.99", "reason": "broken"})
+    run_until_idle()
+    [asked] = durable.list_pending_inputs(workflow=refund_request)
+    assert asked.prompt == "Refund 29.99 EUR on order A-7?"
+    assert asked.metadata == {"reason": "broken"}
+    durable.provide_input(request, "manager", "approved", responded_by="boss")
+    run_until_idle()
+    assert durable.get_execution(request).context["refunded"] is True
+    assert payments.refunded("A-7")
+
+
+def test_an_unanswered_refund_request_is_rejected_after_three_days():
+    request = refund_request.start({"order_id": "A-8", "amount": "5.00"})
+    run_until_idle()
+    advance_clock(timedelta(days=3, minutes=1))
+    run_until_idle()
+    execution = durable.get_execution(request)
+    assert (execution.status, execution.context["decision"]) == ("completed", "rejected")
+    assert execution.context["refunded"] is False

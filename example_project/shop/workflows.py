@@ -23,7 +23,8 @@ order is released.
 from decimal import Decimal
 
 from django_durable import Retry, foreach, parallel, step, workflow
-from django_durable.helpers import append, assign, hours
+from django_durable.helpers import append, assign, days, hours
+from django_durable.waits import wait_for_approval
 
 from . import payments
 
@@ -120,3 +121,25 @@ def send_welcome_email(customer: dict) -> dict:
 
 
 welcome_customer = workflow("welcome_customer", [send_welcome_email])
+
+
+def ask_manager(request: dict) -> dict:
+    """Waits (for days, if need be) until a manager answers in the admin's inbox; no
+    answer within 3 days counts as a rejection."""
+    decision = wait_for_approval(
+        "manager",
+        prompt=f"Refund {request['amount']} EUR on order {request['order_id']}?",
+        metadata={"reason": request.get("reason", "")},
+        timeout=days(3),
+        timeout_value="rejected",
+    )
+    return assign(request, "decision", decision)
+
+
+def pay_back(ctx: dict) -> dict:
+    if ctx["decision"] == "approved":
+        payments.refund(ctx["order_id"])
+    return assign(ctx, "refunded", ctx["decision"] == "approved")
+
+
+refund_request = workflow("refund_request", [ask_manager, pay_back])
