@@ -170,6 +170,17 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{UNITS[unit]: float(number)})
 
 
+def answer_from(data: str | None, json_file: str | None, *, required: bool):
+    """The value given on the command line (parse_data) or in a JSON file."""
+    if data is not None and json_file is not None:
+        raise usage_error("Give the value on the command line or with --json-file, not both.")
+    if json_file is not None:
+        return read_json_file(json_file)
+    if data is None and required:
+        raise usage_error("Give the value (DATA) or --json-file PATH.")
+    return parse_data(data)
+
+
 # -- tables and progress -----------------------------------------------------------------
 
 
@@ -205,6 +216,23 @@ def _line(values: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(
         value.ljust(width) for value, width in zip(fitted, widths, strict=True)
     ).rstrip()
+
+
+def short_span(delta: timedelta | None) -> str | None:
+    """`850ms`, `12.3s`, `4m 05s`, `3h 12m`, `2d 4h`."""
+    if delta is None:
+        return None
+    seconds = max(delta.total_seconds(), 0.0)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m {whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d {whole % 86400 // 3600}h"
 
 
 class Progress:
