@@ -270,8 +270,8 @@ LOAD_SQL = """
 INSERT INTO durable_execution (
     id, workflow_name, workflow_version, status, queue, run_queue, priority, input, context,
     error, current_step, attempt, step_seq, recoveries, idempotency_key, scheduled_at, run_at,
-    deadline, created_at, started_at, completed_at, compensation_results, cancel_reason,
-    locked_by, locked_until, run_token, parent_id, item_index, kind, root_id, ready
+    deadline, created_at, started_at, completed_at, compensation_results, compensation_plan,
+    cancel_reason, locked_by, locked_until, run_token, parent_id, item_index, kind, root_id, ready
 )
 SELECT
     id, (ARRAY[{names}])[1 + w], '1',
@@ -284,7 +284,7 @@ SELECT
     created,
     CASE WHEN what <> 'scheduled' THEN created + interval '20 ms' END,
     CASE WHEN what = 'done' THEN created + interval '20 ms' + random() * interval '60 s' END,
-    '[]'::jsonb, NULL,
+    '[]'::jsonb, '[]'::jsonb, NULL,
     NULL, NULL, NULL, NULL, NULL, 'workflow', id, false
 FROM (
     SELECT

@@ -132,3 +132,28 @@ def test_block_parser_reads_markers_and_line_numbers():
     with pytest.raises(ZeroDivisionError) as raised:
         exec(compile_block(Block(11, "1 / 0\n", False), "doc.md"), {})
     assert raised.traceback[-1].lineno + 1 == 11  # pytest's line numbers are 0-based
+
+
+def test_output_markers_name_real_commands_and_known_ids():
+    """docs/regenerate_output.py fills the block after each marker; a marker naming a
+    command that does not exist, or an id the demo does not make, would break it."""
+    from django.core.management import get_commands
+
+    sys.path.insert(0, str(DOCS))
+    try:
+        import regenerate_output
+    finally:
+        sys.path.remove(str(DOCS))
+    commands = get_commands()
+    known = {name: name for name in regenerate_output.PLACEHOLDERS}
+    markers = []
+    for path in DOC_FILES:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            matched = regenerate_output.MARKER.match(line.strip())
+            if matched:
+                markers.append(matched["command"])
+                assert matched["command"] in commands, f"{path.name}:{number + 1}"
+                regenerate_output.fill(matched["args"], known)  # KeyError: unknown placeholder
+                assert lines[number + 1] == "```text", f"{path.name}:{number + 2}"
+    assert "durable_status" in markers and "durable_inspect" in markers
