@@ -287,6 +287,10 @@ class StepExecution(models.Model):
         ordering = ["started_at"]
         indexes = [
             models.Index(fields=["execution", "started_at"], name="durable_step_execution"),
+            # Deleting a child execution (cleanup) finds the attempt that started it.
+            models.Index(
+                fields=["child"], condition=Q(child__isnull=False), name="durable_step_child"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -375,6 +379,8 @@ class Wait(models.Model):
                 condition=Q(status="waiting"),
                 name="durable_wait_open_root",
             ),
+            # Deleting an execution (cleanup) checks the rows that point at it as root.
+            models.Index(fields=["root"], name="durable_wait_root"),
         ]
 
     def __str__(self) -> str:
@@ -477,6 +483,7 @@ class PendingInput(models.Model):
                 condition=Q(status="pending"),
                 name="durable_input_open_root",
             ),
+            models.Index(fields=["root"], name="durable_input_root"),
         ]
 
     def __str__(self) -> str:

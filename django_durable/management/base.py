@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from ..errors import DurableError
 from ..models import WorkflowExecution
@@ -248,17 +248,25 @@ class Progress:
     def advance(self, count: int) -> None:
         self.done += count
         if self.tty:
-            self.stream.write("\r" + self._text())
-            self.stream.flush()
+            self._write("\r" + self._text())
         elif self.done - self._last_line >= self.every or self.done == self.total:
             self._last_line = self.done
-            self.stream.write(self._text() + "\n")
+            self._write(self._text() + "\n")
 
     def finish(self) -> None:
         if self.tty:
-            self.stream.write("\r" + self._text() + "\n")
+            self._write("\r" + self._text() + "\n")
         elif self.done != self._last_line:
-            self.stream.write(self._text() + "\n")
+            self._write(self._text() + "\n")
+
+    def _write(self, text: str) -> None:
+        """As is: a command's OutputWrapper would add a line ending (a bar redraws its
+        line with "\\r") and colour stderr as an error."""
+        if isinstance(self.stream, OutputWrapper):
+            self.stream.write(text, style_func=str, ending="")
+        else:
+            self.stream.write(text)
+        self.stream.flush()
 
     def _text(self) -> str:
         if not self.total:
