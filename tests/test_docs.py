@@ -153,7 +153,8 @@ def test_output_markers_name_real_commands_and_known_ids():
             matched = regenerate_output.MARKER.match(line.strip())
             if matched:
                 markers.append(matched["command"])
-                assert matched["command"] in commands, f"{path.name}:{number + 1}"
+                if matched["command"] != "python:":
+                    assert matched["command"] in commands, f"{path.name}:{number + 1}"
                 regenerate_output.fill(matched["args"], known)  # KeyError: unknown placeholder
                 assert lines[number + 1] == "```text", f"{path.name}:{number + 2}"
     assert "durable_status" in markers and "durable_inspect" in markers
