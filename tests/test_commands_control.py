@@ -5,9 +5,7 @@ durable_cancel_wait. In process through `call_command`; exit codes, one-line err
 
 import io
 import json
-import os
 import subprocess
-import sys
 import uuid
 from datetime import timedelta
 
@@ -34,7 +32,7 @@ from django_durable.waits import (
     wait_for_form,
     wait_for_text,
 )
-from tests.worker_support import REPO, database_url
+from tests.worker_support import manage
 
 pytestmark = pytest.mark.django_db
 
@@ -652,20 +650,6 @@ def test_cancel_wait_refuses_what_is_not_waited_on():
 
 
 # -- real processes: exit codes, one-line errors, durable_run --wait with a worker -----------
-
-
-def manage(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """`manage.py <args>` in a subprocess against the test database."""
-    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args, "--settings", "tests.settings"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int, text: str) -> None:

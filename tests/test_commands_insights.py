@@ -3,9 +3,7 @@ and exit codes and one-line errors through real `manage.py` subprocesses."""
 
 import io
 import json
-import os
 import subprocess
-import sys
 import uuid
 
 import pytest
@@ -19,7 +17,7 @@ from django_durable.models import Worker, WorkflowExecution
 from django_durable.orchestration import call_workflow
 from django_durable.testing import run_until_idle
 from django_durable.waits import wait_for_approval, wait_for_event
-from tests.worker_support import REPO, database_url
+from tests.worker_support import manage
 
 pytestmark = pytest.mark.django_db
 
@@ -222,19 +220,6 @@ def test_graph_refuses_an_unknown_workflow_and_a_foreign_execution():
 
 
 # -- real processes ----------------------------------------------------------------------
-
-
-def manage(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args, "--settings", "tests.settings"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def assert_refused(result: subprocess.CompletedProcess, text: str, lines: int = 1) -> None:

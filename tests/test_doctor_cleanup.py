@@ -8,9 +8,6 @@ through the engine.
 
 import io
 import json
-import os
-import subprocess
-import sys
 import uuid
 from datetime import timedelta
 
@@ -47,7 +44,7 @@ from django_durable.models import (
 from django_durable.testing import advance_clock, run_until_idle
 from django_durable.waits import sleep, wait_for_approval, wait_for_event
 from tests.calls import calls, count_call
-from tests.worker_support import REPO, database_url
+from tests.worker_support import manage
 
 pytestmark = pytest.mark.django_db
 
@@ -614,15 +611,7 @@ def test_cleanup_library_refuses_a_status_that_is_not_final():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_bad_duration_exits_2_without_a_traceback():
-    result = subprocess.run(
-        [sys.executable, "manage.py", "durable_cleanup", "--older-than", "bogus"]
-        + ["--settings", "tests.settings"],
-        cwd=REPO,
-        env={**os.environ, "DATABASE_URL": database_url()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = manage("durable_cleanup", "--older-than", "bogus")
     assert result.returncode == 2, result.stderr
     assert "'bogus' is not a duration" in result.stderr
     assert "Traceback" not in result.stderr

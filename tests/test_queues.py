@@ -3,8 +3,6 @@ resume lets it run, drain waits for what runs, and `durable_queue` drives them."
 
 import io
 import re
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -13,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django_durable import queues
 from django_durable.models import WorkflowExecution
 from django_durable.testing import run_until_idle
-from tests.worker_support import REPO, database_url, wait_for
+from tests.worker_support import manage, wait_for
 from tests.workflows_app.worker_workflows import reports
 from tests.workflows_app.workflows import hello
 
@@ -90,17 +88,6 @@ def test_the_command_refuses_bad_input_with_exit_code_two():
     with pytest.raises(CommandError) as bad_name:
         call_command("durable_queue", "pause", "q" * 101)
     assert bad_name.value.returncode == 2
-
-
-def manage(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args, "--settings", "tests.settings"],
-        cwd=REPO,
-        env={"DATABASE_URL": database_url(), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.mark.django_db(transaction=True)

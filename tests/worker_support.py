@@ -51,6 +51,22 @@ def database_url() -> str:
     raise RuntimeError(f"worker tests do not know how to reach a {ENGINE} database")
 
 
+def manage(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`manage.py <args>` in a subprocess against this test's database, for exit codes
+    and what a person sees on stdout and stderr (the test must commit what it reads:
+    `django_db(transaction=True)`)."""
+    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args, "--settings", "tests.settings"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def wait_for(
     condition: Callable[[], object],
     what: str,
