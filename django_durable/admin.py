@@ -22,6 +22,7 @@ from django.utils.timesince import timesince
 
 from . import admin_forms, clock, events, executions, forks, inputs, registry, schedules
 from . import diagram as diagrams
+from .colours import STATUS_COLOURS
 from .errors import DurableError
 from .models import (
     ACTIVE_STATUSES,
@@ -399,20 +400,6 @@ def readable_json(value) -> str:
 
 ID_PREFIX_MIN = 4
 HEX = frozenset("0123456789abcdef")
-STATUS_COLOURS = {
-    "pending": "#6c757d",
-    "running": "#0d6efd",
-    "waiting": "#b58900",
-    "completed": "#198754",
-    "failed": "#dc3545",
-    "cancelled": "#495057",
-    "compensating": "#fd7e14",
-    "compensated": "#6f42c1",
-    "compensation_failed": "#a4161a",
-    "resumed": "#5c7cfa",  # a step's run up to a wait, continued by a later run
-    "skipped": "#adb5bd",
-}
-
 TIMELINE_COLUMNS = (
     "Step",
     "Unit",

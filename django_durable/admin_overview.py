@@ -41,7 +41,7 @@ from django.urls import path, reverse
 from django.utils.timesince import timesince, timeuntil
 
 from . import clock, health
-from .admin import STATUS_COLOURS
+from .colours import STATUS_COLOURS
 from .models import (
     ExecutionKind,
     ExecutionStatus,

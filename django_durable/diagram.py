@@ -18,7 +18,7 @@ from typing import Any
 from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
-from . import registry
+from . import colours, registry
 from .dsl import Branch, Decision, Foreach, Parallel, Workflow
 from .dsl.control import goto_targets
 from .dsl.fanout import ForeachItem
@@ -253,14 +253,9 @@ def _summary(counts: dict[str, int]) -> str:
 # -- SVG ---------------------------------------------------------------------------------
 
 WHITE, DARK = "#ffffff", "#212529"
-# Fill and text colour per status, close to the admin's STATUS_COLOURS.
+# Fill and text colour per status: the shared colours, and light grey for what did not run.
 STATUS_COLOURS: dict[str | None, tuple[str, str]] = {
-    "completed": ("#198754", WHITE),
-    "failed": ("#dc3545", WHITE),
-    "running": ("#0d6efd", WHITE),
-    "waiting": ("#b58900", WHITE),
-    "resumed": ("#0aa2c0", WHITE),
-    "cancelled": ("#495057", WHITE),
+    **{status: (colour, WHITE) for status, colour in colours.STATUS_COLOURS.items()},
     "skipped": ("#ced4da", DARK),
     "pending": ("#e9ecef", DARK),
     None: ("#e9ecef", DARK),
