@@ -11,6 +11,7 @@ class DurableConfig(AppConfig):
         from django.core import checks as django_checks
 
         from . import checks
+        from .graphs import runtime  # noqa: F401 (graph executions: their kind and move)
 
         django_checks.register(checks.check_durable_settings)
         django_checks.register(checks.check_sqlite_transaction_mode)

@@ -77,7 +77,7 @@ def run_claimed(
     tokens = set() if tokens is None else tokens
     tokens.add(execution.run_token)
     try:
-        definition = registry.get(execution.workflow_name)
+        definition = registry.for_execution(execution)
         run = recording.Run(
             execution, definition, worker, queues, tokens, codec.encode(execution.context)
         )
@@ -191,7 +191,7 @@ def _run_step(
         return recording.timed_out(step, finished_at)
     if returned is None:
         return recording.Outcome(finished_at=finished_at)
-    if isinstance(returned, Move):
+    if recording.is_move(returned):
         return _moved(returned, finished_at)
     if not isinstance(returned, dict):
         return recording.Outcome(

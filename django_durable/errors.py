@@ -121,6 +121,10 @@ class NoOpenWait(DurableError):
     """`cancel_wait` found no open event wait or pending input of that name."""
 
 
+class ValueNotSet(DurableError):
+    """`graphs.get_value`: the node has no value (yet, or newer than asked for)."""
+
+
 class ChildWorkflowFailed(DurableError):
     """A child workflow called with `call_workflow` did not complete: it failed, was
     cancelled or compensated, or (`status == "timed_out"`) the call's timeout passed

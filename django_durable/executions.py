@@ -35,6 +35,7 @@ from .models import (
     CLAIMED_AS,
     FINAL_STATUSES,
     FORWARD_STATUSES,
+    MEMBER_KINDS,
     TRANSITIONS,
     ExecutionKind,
     ExecutionStatus,
@@ -243,6 +244,17 @@ def lock_root(execution_id: "uuid.UUID | str", action: str) -> WorkflowExecution
     return _active(WorkflowExecution.objects.select_for_update().by_id(root_id), action)
 
 
+def lock_held(execution: WorkflowExecution) -> None:
+    """Lock the row an attempt holds, before reading what its outcome depends on (what
+    others change under that lock, as `graphs.set_value` does); LeaseLost if the
+    attempt no longer holds it."""
+    held = WorkflowExecution.objects.select_for_update().filter(
+        id=execution.id, run_token=execution.run_token
+    )
+    if not held.exists():
+        raise LeaseLost(execution.id)
+
+
 def lock_member(root: WorkflowExecution, execution_id: uuid.UUID) -> WorkflowExecution:
     """Lock a row of `root`'s tree after `root` (parent before child)."""
     if execution_id == root.id:
@@ -370,7 +382,7 @@ def finish(
         )
     if status == ExecutionStatus.COMPENSATING:
         claims.notify(execution.run_queue)
-    if execution.kind != ExecutionKind.WORKFLOW and not quiet:
+    if execution.kind in MEMBER_KINDS and not quiet:
         _member_finished(execution, parent, now)
     elif parent is not None and status in FINAL_STATUSES:
         _child_finished(execution, parent, now)
@@ -508,6 +520,13 @@ def _advance_block(parent: dict, visit: int, release: bool, now: datetime) -> li
     if parent["status"] == ExecutionStatus.WAITING and forks.all_joined(parent["id"], visit):
         _wake_parked(parent["id"], parent["run_queue"], now)
     return [queue for queue in queues if queue]
+
+
+def redirect(execution: WorkflowExecution, node_id: str) -> None:
+    """Make a waiting or pending execution (held by nobody, its row locked by the
+    caller) runnable now at `node_id`: a graph whose values call for that compute."""
+    _write(execution, False, current_step=node_id, run_at=clock.now())
+    claims.notify(execution.run_queue)
 
 
 def wake(execution: WorkflowExecution) -> None:

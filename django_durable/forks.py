@@ -17,7 +17,13 @@ from typing import Any
 
 from . import codec
 from .dsl import Fork, Graph, MemberResult
-from .models import ExecutionKind, ExecutionStatus, StepExecution, WorkflowExecution
+from .models import (
+    MEMBER_KINDS,
+    ExecutionKind,
+    ExecutionStatus,
+    StepExecution,
+    WorkflowExecution,
+)
 from .scope import Suspend
 
 JOIN_KEY = "join"  # what a block's node parks on while its members run
@@ -187,7 +193,7 @@ def timeline(execution: WorkflowExecution) -> list[StepExecution]:
     for row in rows:
         own.setdefault(row.execution_id, []).append(row)
     members: dict[uuid.UUID, list[WorkflowExecution]] = {}
-    for member in {row.execution for row in rows if row.execution.kind != ExecutionKind.WORKFLOW}:
+    for member in {row.execution for row in rows if row.execution.kind in MEMBER_KINDS}:
         members.setdefault(member.parent_id, []).append(member)
     ordered = _walk(execution.id, own, members)
     for row in ordered:

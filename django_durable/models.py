@@ -66,12 +66,19 @@ FINAL_STATUSES = (_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.COMPENSATED, _S.COMP
 
 
 class ExecutionKind(models.TextChoices):
-    """What a row of `durable_execution` runs: a workflow (also a child workflow), or
-    one parallel branch or foreach item of its parent, which is addressed through it."""
+    """What a row of `durable_execution` runs: a workflow (also a child workflow), one
+    parallel branch or foreach item of its parent, which is addressed through it, or a
+    graph of durable values (`graphs`)."""
 
     WORKFLOW = "workflow"
     BRANCH = "branch"
     ITEM = "item"
+    GRAPH = "graph"
+
+
+# The kinds that are parts of their parent (its block's members), not executions of
+# their own.
+MEMBER_KINDS = (ExecutionKind.BRANCH, ExecutionKind.ITEM)
 
 
 class StepStatus(models.TextChoices):
@@ -527,6 +534,33 @@ class Schedule(models.Model):
     def __str__(self) -> str:
         state = "enabled" if self.enabled else "disabled"
         return f"{self.name} ({self.cron} {self.timezone}, {state})"
+
+
+class GraphValue(models.Model):
+    """One node's value in a graph execution (`graphs`): set from outside (an input) or
+    computed by a worker. `revision` counts the node's changes and never goes back, so
+    a compute knows it is stale when an upstream revision moved past the one it was
+    computed from (`computed_from`); `is_set` says whether it holds a value now."""
+
+    execution = models.ForeignKey(
+        WorkflowExecution, on_delete=models.CASCADE, related_name="graph_values", db_index=False
+    )
+    node = models.CharField(max_length=200)
+    value = DurableJSONField(null=True, blank=True)
+    is_set = models.BooleanField(default=False)
+    revision = models.PositiveIntegerField(default=0)
+    set_at = models.DateTimeField(null=True, blank=True)
+    computed_from = models.JSONField(null=True, blank=True)  # None: never computed
+    error = models.JSONField(null=True, blank=True)  # its compute's last failure, if any
+
+    class Meta:
+        db_table = "durable_graph_value"
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "node"], name="durable_graph_value_node"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node}@{self.revision}"
 
 
 class PausedQueue(models.Model):

@@ -19,7 +19,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from . import claims, clock, codec, compensations, conf, executions, signals, waits
-from .dsl import End, Fork, Goto, Move, Next, Retry, Step, Workflow
+from .dsl import End, Fork, Goto, Move, Next, Park, Retry, Step, Workflow
 from .errors import DurableError, StepTimeout, WorkflowTimeout, error_record
 from .executions import LeaseLost
 from .models import (
@@ -158,7 +158,7 @@ def _announce(run: Run, attempt: StepExecution, outcome: Outcome, next_attempt) 
         signal = signals.step_failed if outcome.failed else signals.step_completed
         if signal.receivers:
             status = StepStatus.FAILED if outcome.failed else StepStatus.COMPLETED
-            for name, value in _attempt_end(attempt, status, outcome).items():
+            for name, value in attempt_end(attempt, status, outcome).items():
                 setattr(attempt, name, value)
             failure = {"error": outcome.error} if outcome.failed else {}
             signals.emit(signal, StepExecution, execution=run.execution, step=attempt, **failure)
@@ -197,7 +197,7 @@ def _finish_completed(run: Run, attempt: StepExecution, outcome: Outcome) -> Non
         run.execution,
         ExecutionStatus.COMPLETED,
         now=outcome.finished_at,
-        own_end=(attempt.id, _attempt_end(attempt, StepStatus.COMPLETED, outcome)),
+        own_end=(attempt.id, attempt_end(attempt, StepStatus.COMPLETED, outcome)),
         context=codec.Encoded(run.stored),
         current_step=None,
         recoveries=0,
@@ -222,7 +222,7 @@ def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, m
                 ExecutionStatus.FAILED,
                 error=workflow_timeout(execution),
                 now=now,
-                own_end=(attempt.id, _attempt_end(attempt, StepStatus.COMPLETED, outcome)),
+                own_end=(attempt.id, attempt_end(attempt, StepStatus.COMPLETED, outcome)),
                 **moves,  # resume continues after the step that completed
             )
         return None
@@ -253,7 +253,7 @@ def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, m
     executions.hand_over(
         execution,
         attempt.id,
-        _attempt_end(attempt, StepStatus.COMPLETED, outcome),
+        attempt_end(attempt, StepStatus.COMPLETED, outcome),
         next_attempt,
         run_queue=next_queue,
         **moves,
@@ -278,12 +278,35 @@ def _go_to(run: Run, attempt: StepExecution, outcome: Outcome, move: Goto, must_
 
 def _fork(run: Run, attempt: StepExecution, outcome: Outcome, move: Fork, must_stop: bool):
     """A block starts its members and the execution parks until the last one ends."""
-    ending = _attempt_end(attempt, StepStatus.WAITING, outcome)
+    ending = attempt_end(attempt, StepStatus.WAITING, outcome)
     executions.fork(run.execution, (attempt.id, ending), move, run.definition)
 
 
-# How each move the graph can make is followed: a new kind of move is a new entry here.
-_FOLLOW = {End: _complete, Next: _next_step, Goto: _go_to, Fork: _fork}
+def _idle(run: Run, attempt: StepExecution, outcome: Outcome, move: Park, must_stop: bool):
+    """Nothing to run now: the execution waits, with no timer, to be woken from outside."""
+    with transaction.atomic():
+        executions.transition(
+            run.execution,
+            ExecutionStatus.WAITING,
+            run_at=None,
+            recoveries=0,
+            **claims.LEASE_CLEARED,
+        )
+        _close_attempt(attempt, StepStatus.COMPLETED, outcome)
+
+
+# How each move the graph can make is followed: a new kind of move is a new entry here
+# (`follow_with`, for a module that brings its own moves).
+_FOLLOW = {End: _complete, Next: _next_step, Goto: _go_to, Fork: _fork, Park: _idle}
+
+
+def follow_with(move_type: type, follow) -> None:
+    _FOLLOW[move_type] = follow
+
+
+def is_move(returned: Any) -> bool:
+    """Whether a node returned a move (followed here) rather than a context."""
+    return type(returned) in _FOLLOW
 
 
 def _park(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome) -> None:
@@ -337,7 +360,7 @@ def _undo_result(execution: WorkflowExecution, attempt: StepExecution, outcome: 
     results = [*execution.compensation_results, compensations.result(entry, outcome.error)]
     status = StepStatus.FAILED if outcome.failed else StepStatus.COMPLETED
     moves = {"compensation_results": results, "attempt": 1, "recoveries": 0}
-    return _attempt_end(attempt, status, outcome), moves
+    return attempt_end(attempt, status, outcome), moves
 
 
 def _undone(execution: WorkflowExecution, attempt: StepExecution, outcome: Outcome) -> None:
@@ -389,7 +412,7 @@ def record_failure(
             ExecutionStatus.FAILED,
             error=outcome.error,
             now=now,
-            own_end=(attempt.id, _attempt_end(attempt, StepStatus.FAILED, outcome)),
+            own_end=(attempt.id, attempt_end(attempt, StepStatus.FAILED, outcome)),
         )
 
 
@@ -422,10 +445,14 @@ def _close_superseded(attempt: StepExecution) -> None:
 
 
 def _close_attempt(attempt: StepExecution, status: str, outcome: Outcome) -> None:
-    StepExecution.objects.filter(id=attempt.id).update(**_attempt_end(attempt, status, outcome))
+    close_attempt(attempt, attempt_end(attempt, status, outcome))
 
 
-def _attempt_end(attempt: StepExecution, status: str, outcome: Outcome) -> dict:
+def close_attempt(attempt: StepExecution, ending: dict) -> None:
+    StepExecution.objects.filter(id=attempt.id).update(**ending)
+
+
+def attempt_end(attempt: StepExecution, status: str, outcome: Outcome) -> dict:
     """How an attempt's row ends. The context it produced is kept once, on the
     execution; the attempt does not repeat it. Its captured logs go in the same write."""
     ending = {

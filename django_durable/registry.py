@@ -31,6 +31,9 @@ class Definition(Protocol):
 
 
 _workflows: dict[str, Definition] = {}
+# How the definition of an execution of another kind is found (a graph's is looked up
+# by name and version: `graphs`), registered by the module that owns that kind.
+_finders: dict[str, Callable[[Any], Definition]] = {}
 
 
 def register(definition: Definition) -> None:
@@ -64,6 +67,16 @@ def get(name_or_workflow: "str | Definition") -> Definition:
             f"No workflow named {name_or_workflow!r} is registered (known: {known}). "
             "Is it defined in an installed app's workflows.py?"
         ) from None
+
+
+def register_kind(kind: str, finder: Callable[[Any], Definition]) -> None:
+    _finders[kind] = finder
+
+
+def for_execution(execution: Any) -> Definition:
+    """What an execution runs: its workflow, or what the module owning its kind finds."""
+    finder = _finders.get(execution.kind)
+    return get(execution.workflow_name) if finder is None else finder(execution)
 
 
 def all_workflows() -> list[Definition]:

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 
 from . import claims, clock, codec, registry, signals
-from .dsl.moves import End
+from .dsl.moves import End, Park
 from .dsl.names import IDEMPOTENCY_KEY, QUEUE, checked_name
 from .errors import ContextNotSerializable, InvalidWorkflowInput, WorkflowDefinitionError
 from .models import ExecutionKind, ExecutionStatus, WorkflowExecution
@@ -118,11 +118,17 @@ def create_execution(
 def _place_at_entry(
     execution: WorkflowExecution, definition: registry.Definition, now: datetime
 ) -> None:
-    """Point a new execution at its first step; one whose graph has none is complete."""
+    """Point a new execution at its first step; one whose graph has none is complete,
+    one with nothing to run yet (a graph of values no input has reached) waits."""
     move = definition.entry(lambda: codec.decode(codec.encode(execution.input)))
     if isinstance(move, End):
         execution.status = ExecutionStatus.COMPLETED
         execution.completed_at = now
+        execution.run_at = None
+        execution.ready = False
+        return
+    if isinstance(move, Park):  # nothing to run until something from outside comes
+        execution.status = ExecutionStatus.WAITING
         execution.run_at = None
         execution.ready = False
         return

@@ -75,7 +75,7 @@ def time_out_attempt(execution_id: uuid.UUID, run_token: uuid.UUID) -> bool:
     execution = WorkflowExecution.objects.filter(id=execution_id, run_token=run_token).first()
     if execution is None:
         return False
-    definition = registry.get(execution.workflow_name)
+    definition = registry.for_execution(execution)
     attempt = StepExecution.objects.get(id=run_token)
     outcome = recording.timed_out_outcome(recording.running_node(definition, execution))
     try:

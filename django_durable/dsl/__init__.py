@@ -8,7 +8,7 @@ from .cron import Cron, cron
 from .definition import Workflow, workflow
 from .fanout import Foreach, Parallel, foreach, parallel
 from .graph import Graph, MemberResult
-from .moves import END, End, Fork, Goto, Member, Move, Next, goto
+from .moves import END, End, Fork, Goto, Member, Move, Next, Park, goto
 from .nodes import Step, step
 from .retry import Retry
 
@@ -28,6 +28,7 @@ __all__ = [
     "Move",
     "Next",
     "Parallel",
+    "Park",
     "Retry",
     "Step",
     "Workflow",

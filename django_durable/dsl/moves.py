@@ -33,6 +33,12 @@ class End:
 
 
 @dataclass(frozen=True)
+class Park:
+    """Nothing to run now, and no time to wake at: the execution waits until something
+    from outside (a value set in a graph) makes work for it."""
+
+
+@dataclass(frozen=True)
 class Member:
     """One unit a fork starts: a parallel branch or a foreach item, run as its own
     execution row from node `entry`. A branch starts on `context`; an item carries its
@@ -57,7 +63,7 @@ class Fork:
 
 END = End()
 
-Move = Next | Goto | End | Fork
+Move = Next | Goto | End | Fork | Park
 
 
 def goto(name: str, context: dict) -> Goto:

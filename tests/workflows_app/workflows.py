@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     child_workflows,
     control_workflows,
     failover_workflows,
+    graph_workflows,
     log_workflows,
     scheduled_workflows,
     signal_workflows,

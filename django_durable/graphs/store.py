@@ -1,0 +1,128 @@
+"""A graph execution's values as rows (`GraphValue`), and what they call for next.
+
+Every read here happens inside the transaction that writes after it, under the
+execution's row lock (taken by `set_value` and by the worker recording a compute), so
+what is planned is planned on the values as they are.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .. import codec
+from ..models import GraphValue
+from .definition import Graph, NodeValue
+
+
+@dataclass
+class Values:
+    """The rows of one execution by node, and what `Graph` conditions read of them."""
+
+    rows: dict[str, GraphValue] = field(default_factory=dict)
+
+    def view(self) -> dict[str, NodeValue]:
+        """Each node as conditions and users see it: unset ones at revision 0."""
+        return {name: node_value(row) for name, row in self.rows.items()}
+
+    def revisions(self, names) -> dict[str, int]:
+        """The revisions a compute reads its upstream at (unset ones too: unsetting a
+        node is a change)."""
+        return {name: self.rows[name].revision if name in self.rows else 0 for name in names}
+
+
+def node_value(row: GraphValue | None) -> NodeValue:
+    if row is None or not row.is_set:
+        return NodeValue()
+    return NodeValue(codec.decode(row.value), row.revision, row.set_at)
+
+
+def load(execution_id: uuid.UUID) -> Values:
+    return Values({row.node: row for row in GraphValue.objects.filter(execution_id=execution_id)})
+
+
+def write(execution_id: uuid.UUID, values: Values, name: str, value: Any, now: datetime, **extra):
+    """Set `name` to `value` (encoded), a new revision only if it changed; True if it did."""
+    stored = codec.encode(value, name)
+    row = values.rows.get(name)
+    if row is not None and row.is_set and row.value == stored:
+        if extra:
+            GraphValue.objects.filter(id=row.id).update(**extra)
+            _apply(row, extra)
+        return False
+    changes = {"value": stored, "is_set": True, "set_at": now, **extra}
+    return _change(execution_id, values, name, changes)
+
+
+def clear(execution_id: uuid.UUID, values: Values, name: str, now: datetime) -> bool:
+    """Unset `name` (a new revision, so what read it is stale); True if it was set."""
+    row = values.rows.get(name)
+    if row is None or not row.is_set:
+        return False
+    changes = {"value": None, "is_set": False, "set_at": now, "computed_from": None}
+    return _change(execution_id, values, name, changes)
+
+
+def note_failure(execution_id: uuid.UUID, values: Values, name: str, error: dict, used: dict):
+    """A compute out of retries keeps its value and records why; it is not tried again
+    until its upstream changes (`used`)."""
+    row = values.rows.get(name)
+    if row is None:
+        row = GraphValue.objects.create(execution_id=execution_id, node=name)
+        values.rows[name] = row
+    GraphValue.objects.filter(id=row.id).update(error=error, computed_from=used)
+    _apply(row, {"error": error, "computed_from": used})
+
+
+def _change(execution_id: uuid.UUID, values: Values, name: str, changes: dict) -> bool:
+    row = values.rows.get(name)
+    if row is None:
+        row = GraphValue.objects.create(execution_id=execution_id, node=name, revision=1, **changes)
+        values.rows[name] = row
+        return True
+    changes["revision"] = row.revision + 1
+    GraphValue.objects.filter(id=row.id).update(**changes)
+    _apply(row, changes)
+    return True
+
+
+def _apply(row: GraphValue, changes: dict) -> None:
+    for attribute, value in changes.items():
+        setattr(row, attribute, value)
+
+
+@dataclass
+class Plan:
+    """What the values call for: computes to unset (their condition stopped holding),
+    and the first compute to run, in dependency order."""
+
+    unset: list[str]
+    next: str | None
+
+
+def plan(graph: Graph, values: Values) -> Plan:
+    """Walk the computed nodes upstream first. One whose condition does not hold loses
+    its value (and so may its downstream, further on); one whose condition holds runs
+    if it never ran on these upstream revisions."""
+    view = values.view()
+    unset, first = [], None
+    for name in graph.computed():
+        node = graph.node(name)
+        row = values.rows.get(name)
+        if not _holds(node, view):
+            if row is not None and row.is_set:
+                unset.append(name)
+                view[name] = NodeValue()
+            continue
+        used = values.revisions(node.upstream)
+        if first is None and (row is None or row.computed_from != used):
+            first = name
+    return Plan(unset, first)
+
+
+def _holds(node, view: dict[str, NodeValue]) -> bool:
+    """A condition that raises does not hold (it is tried again at the next change)."""
+    try:
+        return bool(node.condition.holds(view))
+    except Exception:
+        return False
