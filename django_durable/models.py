@@ -552,6 +552,8 @@ class GraphValue(models.Model):
     set_at = models.DateTimeField(null=True, blank=True)
     computed_from = models.JSONField(null=True, blank=True)  # None: never computed
     error = models.JSONField(null=True, blank=True)  # its compute's last failure, if any
+    # A schedule node's next time: it is set (again) when that time comes.
+    due_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "durable_graph_value"

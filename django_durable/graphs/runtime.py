@@ -14,48 +14,54 @@ the same claim, or the execution parks (`Park`) until something is set.
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 
 from .. import claims, clock, codec, executions, recording, registry, starting
 from ..dsl import Next, Park
+from ..durations import to_timedelta
 from ..errors import (
     ContextNotSerializable,
-    DurableError,
     ExecutionNotFound,
     InvalidInput,
+    NonRetryableError,
     ValueNotSet,
     error_record,
 )
 from ..models import ExecutionKind, ExecutionStatus, StepStatus, WorkflowExecution
 from . import store
-from .definition import Compute, Graph, NodeValue, get
+from .definition import Graph, Node, NodeValue, get
 
-SUPPORTED = ("input", "compute")
 POLL_SECONDS = (0.02, 0.25)  # get_value(wait=): first and longest pause between looks
 
 
 @dataclass(frozen=True)
 class Computed:
-    """What a compute made of the values: a value (or, out of retries, an error) from
-    upstream at `used` revisions, or `unset` when its condition no longer held."""
+    """What a node made of the values at upstream revisions `used`: a value (for itself,
+    or for a mutate's target), an error (out of retries), a schedule's next time
+    (`due_at`) or its time having come (`fired`), an archive, or `unset` when its
+    condition no longer held."""
 
     node: str
     value: Any = None
     used: dict = field(default_factory=dict)
     error: dict | None = None
     unset: bool = False
+    due_at: datetime | None = None
+    fired: datetime | None = None
+    archive: bool = False
 
 
 class ComputeStep:
-    """A compute node as the engine runs it: an attempt of its own, with its retry
+    """A computed node as the engine runs it: an attempt of its own, with its retry
     policy and timeout. Out of retries, the failure is the node's, not the graph's."""
 
-    def __init__(self, node: Compute) -> None:
+    def __init__(self, node: Node) -> None:
         self.node, self.name = node, node.name
-        self.retry, self.timeout = node.retry, node.timeout
+        self.retry = getattr(node, "retry", None)
+        self.timeout = getattr(node, "timeout", None)
         self.queue = None
 
     def run(self, ctx: dict, unit) -> Computed:
@@ -67,8 +73,7 @@ class ComputeStep:
         used = values.revisions(self.node.upstream)
         given = {name: value.value for name, value in view.items() if value.is_set}
         try:
-            result = self.node.fn(given)
-            codec.encode(result, self.name)
+            return self._made(given, used, values.rows.get(self.name))
         except ContextNotSerializable as exc:
             return Computed(self.name, used=used, error=error_record(exc))
         except Exception as exc:
@@ -76,7 +81,42 @@ class ComputeStep:
             if getattr(exc, "retryable", True) and execution.attempt < policy.max_attempts:
                 raise
             return Computed(self.name, used=used, error=error_record(exc))
+
+    def _made(self, given: dict, used: dict, row) -> Computed:
+        kind, now = self.node.kind, clock.now()
+        if kind == "archive":
+            return Computed(self.name, value=True, used=used, archive=True)
+        if kind in store.SCHEDULES:
+            due = row.due_at if row is not None and row.computed_from == used else None
+            if due is not None and due <= now:
+                later = (
+                    _time(self.node.fn(given), due, self.name)
+                    if kind == "schedule_recurring"
+                    else None
+                )
+                return Computed(self.name, used=used, fired=due, due_at=later)
+            return Computed(self.name, used=used, due_at=_time(self.node.fn(given), now, self.name))
+        result = self.node.fn(given)
+        codec.encode(result, self.name)
         return Computed(self.name, value=result, used=used)
+
+
+def _time(when: Any, after: datetime, name: str) -> datetime:
+    """A schedule's next time from what its function gave: an aware datetime, or a
+    delay (timedelta or seconds) from `after`; it must be later than `after`."""
+    if isinstance(when, datetime):
+        if when.tzinfo is None:
+            raise NonRetryableError(
+                f"Schedule node {name!r} gave a naive datetime; give an aware one."
+            )
+        moment = when
+    else:
+        moment = after + to_timedelta(when, f"schedule node {name!r}: delay")
+    if moment <= after:
+        raise NonRetryableError(
+            f"Schedule node {name!r} gave {moment}, which is not after {after}."
+        )
+    return moment
 
 
 class Process:
@@ -92,7 +132,7 @@ class Process:
         self.graph = None  # no workflow graph: nothing forks or compensates here
 
     def entry(self, context) -> Next | Park:
-        first = store.plan(self.graph_definition, store.Values()).next
+        first = store.plan(self.graph_definition, store.Values(), clock.now()).next
         return Park() if first is None else Next(first)
 
     def node(self, node_id: str) -> ComputeStep:
@@ -118,12 +158,6 @@ registry.register_kind(ExecutionKind.GRAPH, _definition_of)
 def start(graph: "Graph | str", version: str | None = None) -> uuid.UUID:
     """Start an execution of a graph (by object, or by name and version); returns its id."""
     definition = graph if isinstance(graph, Graph) else get(graph, version)
-    unsupported = [node.name for node in definition.nodes.values() if node.kind not in SUPPORTED]
-    if unsupported:
-        raise DurableError(
-            f"Graph {definition.name!r}: nodes {unsupported} are of kinds this version "
-            f"cannot run yet (supported: {', '.join(SUPPORTED)})."
-        )
     return starting.create_execution(Process(definition), {}, kind=ExecutionKind.GRAPH)
 
 
@@ -226,37 +260,43 @@ def _change(execution_id, name: str, write) -> None:
 def _wake_for(execution: WorkflowExecution, graph: Graph, values: store.Values) -> None:
     if execution.status not in (ExecutionStatus.WAITING, ExecutionStatus.PENDING):
         return  # running: the worker plans again when it records, under this lock
-    upcoming = store.plan(graph, values)
+    upcoming = store.plan(graph, values, clock.now())
     if upcoming.next is None and not upcoming.unset:
         return
     executions.redirect(execution, upcoming.next or upcoming.unset[0])
 
 
 def follow(run, attempt, outcome, move: Computed, must_stop: bool):
-    """Record a compute under the execution's row lock: its value (unless its upstream
-    moved on meanwhile), the unsets the values now call for, then the next compute here
-    at once, or through the queue, or park."""
+    """Record a node's outcome under the execution's row lock: its value (unless its
+    upstream moved on meanwhile), the unsets the values now call for, then the next node
+    here at once, or through the queue, or park (until a schedule's time, if any)."""
     execution, graph = run.execution, run.definition.graph_definition
     with transaction.atomic():
         executions.lock_held(execution)
         values = store.load(execution.id)
         now = outcome.finished_at
         _keep(execution.id, values, graph, move, now)
-        upcoming = _settle(execution.id, values, graph, now)
         status = StepStatus.FAILED if move.error else StepStatus.COMPLETED
         ending = recording.attempt_end(attempt, status, _with_error(outcome, move))
-        if upcoming is None:
+        if move.archive and move.error is None:
+            executions.finish(
+                execution, ExecutionStatus.COMPLETED, now=now, own_end=(attempt.id, ending)
+            )
+            return None
+        upcoming = _settle(execution.id, values, graph, now)
+        if upcoming.next is None:
             executions.transition(
                 execution,
                 ExecutionStatus.WAITING,
-                run_at=None,
+                run_at=upcoming.wake_at,
+                current_step=upcoming.wake or execution.current_step,
                 recoveries=0,
                 **claims.LEASE_CLEARED,
             )
             recording.close_attempt(attempt, ending)
             return None
         moves = {
-            "current_step": upcoming,
+            "current_step": upcoming.next,
             "attempt": 1,
             "step_seq": execution.step_seq + 1,
             "recoveries": 0,
@@ -268,35 +308,43 @@ def follow(run, attempt, outcome, move: Computed, must_stop: bool):
             recording.close_attempt(attempt, ending)
             claims.notify(execution.run_queue)
             return None
-        next_attempt = recording.new_attempt(run, run.definition.node(upcoming), uuid.uuid4(), 1)
-        next_attempt.step_name = upcoming
+        next_attempt = recording.new_attempt(
+            run, run.definition.node(upcoming.next), uuid.uuid4(), 1
+        )
+        next_attempt.step_name = upcoming.next
         run.tokens.add(next_attempt.id)
         executions.hand_over(execution, attempt.id, ending, next_attempt, **moves)
         return next_attempt
 
 
 def _keep(execution_id, values: store.Values, graph: Graph, move: Computed, now) -> None:
+    node, name = graph.node(move.node), move.node
     if move.unset:
-        store.clear(execution_id, values, move.node, now)
+        store.clear(execution_id, values, name, now)
         return
-    current = values.revisions(graph.node(move.node).upstream)
-    if current != move.used:
+    if values.revisions(node.upstream) != move.used:
         return  # computed from values that changed meanwhile: it runs again on the new ones
+    done = {"computed_from": move.used, "error": None}
     if move.error is not None:
-        store.note_failure(execution_id, values, move.node, move.error, move.used)
-        return
-    store.write(
-        execution_id, values, move.node, move.value, now, computed_from=move.used, error=None
-    )
+        store.note(execution_id, values, name, **{**done, "error": move.error})
+    elif move.fired is not None:
+        store.write(execution_id, values, name, move.fired, now, due_at=move.due_at, error=None)
+    elif node.kind in store.SCHEDULES:
+        store.note(execution_id, values, name, due_at=move.due_at, **done)
+    elif node.kind == "mutate":
+        store.mutate(execution_id, values, node.target, move.value, now)
+        store.write(execution_id, values, name, True, now, **done)
+    else:
+        store.write(execution_id, values, name, move.value, now, **done)
 
 
-def _settle(execution_id, values: store.Values, graph: Graph, now) -> str | None:
-    """Unset what lost its condition (which may unset more downstream), then name the
-    next compute to run, if any."""
+def _settle(execution_id, values: store.Values, graph: Graph, now) -> store.Plan:
+    """Unset what lost its condition (which may unset more downstream), then say what
+    runs next, or when to wake."""
     while True:
-        upcoming = store.plan(graph, values)
+        upcoming = store.plan(graph, values, now)
         if not upcoming.unset:
-            return upcoming.next
+            return upcoming
         for name in upcoming.unset:
             store.clear(execution_id, values, name, now)
 

@@ -55,23 +55,40 @@ def write(execution_id: uuid.UUID, values: Values, name: str, value: Any, now: d
 
 
 def clear(execution_id: uuid.UUID, values: Values, name: str, now: datetime) -> bool:
-    """Unset `name` (a new revision, so what read it is stale); True if it was set."""
+    """Unset `name` (a new revision, so what read it is stale), and drop a schedule's
+    next time; True if it was set."""
     row = values.rows.get(name)
+    if row is not None and row.due_at is not None:
+        GraphValue.objects.filter(id=row.id).update(due_at=None, computed_from=None)
+        _apply(row, {"due_at": None, "computed_from": None})
     if row is None or not row.is_set:
         return False
     changes = {"value": None, "is_set": False, "set_at": now, "computed_from": None}
     return _change(execution_id, values, name, changes)
 
 
-def note_failure(execution_id: uuid.UUID, values: Values, name: str, error: dict, used: dict):
-    """A compute out of retries keeps its value and records why; it is not tried again
-    until its upstream changes (`used`)."""
+def mutate(execution_id: uuid.UUID, values: Values, name: str, value: Any, now: datetime):
+    """Change a node's value in place (a `mutate` node's target): its revision stays, so
+    what was computed from it is not computed again (clearing personal data must not
+    recompute what was derived from it)."""
+    row = values.rows.get(name)
+    if row is None or not row.is_set:
+        write(execution_id, values, name, value, now)
+        return
+    changes = {"value": codec.encode(value, name), "set_at": now}
+    GraphValue.objects.filter(id=row.id).update(**changes)
+    _apply(row, changes)
+
+
+def note(execution_id: uuid.UUID, values: Values, name: str, **changes: Any) -> None:
+    """Record facts about a node that do not change its value (what it was computed
+    from, its next time, its last error)."""
     row = values.rows.get(name)
     if row is None:
         row = GraphValue.objects.create(execution_id=execution_id, node=name)
         values.rows[name] = row
-    GraphValue.objects.filter(id=row.id).update(error=error, computed_from=used)
-    _apply(row, {"error": error, "computed_from": used})
+    GraphValue.objects.filter(id=row.id).update(**changes)
+    _apply(row, changes)
 
 
 def _change(execution_id: uuid.UUID, values: Values, name: str, changes: dict) -> bool:
@@ -91,33 +108,46 @@ def _apply(row: GraphValue, changes: dict) -> None:
         setattr(row, attribute, value)
 
 
+SCHEDULES = ("schedule_once", "schedule_recurring")
+
+
 @dataclass
 class Plan:
-    """What the values call for: computes to unset (their condition stopped holding),
-    and the first compute to run, in dependency order."""
+    """What the values call for: computed nodes to unset (their condition stopped
+    holding), the first node to run now, in dependency order, and otherwise the
+    schedule node due first (`wake`, `wake_at`)."""
 
     unset: list[str]
     next: str | None
+    wake: str | None = None
+    wake_at: datetime | None = None
 
 
-def plan(graph: Graph, values: Values) -> Plan:
+def plan(graph: Graph, values: Values, now: datetime) -> Plan:
     """Walk the computed nodes upstream first. One whose condition does not hold loses
-    its value (and so may its downstream, further on); one whose condition holds runs
-    if it never ran on these upstream revisions."""
+    its value (and so may its downstream, further on). One whose condition holds runs
+    if it never ran on these upstream revisions, and a schedule node also when its time
+    came."""
     view = values.view()
-    unset, first = [], None
+    result = Plan([], None)
     for name in graph.computed():
         node = graph.node(name)
         row = values.rows.get(name)
         if not _holds(node, view):
-            if row is not None and row.is_set:
-                unset.append(name)
+            if row is not None and (row.is_set or row.due_at is not None):
+                result.unset.append(name)
                 view[name] = NodeValue()
             continue
-        used = values.revisions(node.upstream)
-        if first is None and (row is None or row.computed_from != used):
-            first = name
-    return Plan(unset, first)
+        if result.next is not None:
+            continue
+        if row is None or row.computed_from != values.revisions(node.upstream):
+            result.next = name
+        elif node.kind in SCHEDULES and row.due_at is not None:
+            if row.due_at <= now:
+                result.next = name
+            elif result.wake_at is None or row.due_at < result.wake_at:
+                result.wake, result.wake_at = name, row.due_at
+    return result
 
 
 def _holds(node, view: dict[str, NodeValue]) -> bool:
