@@ -24,11 +24,14 @@ from . import admin_forms, clock, events, executions, forks, inputs, registry, s
 from . import diagram as diagrams
 from .colours import STATUS_COLOURS
 from .errors import DurableError
+from .graphs import definition as graph_definitions
 from .models import (
     ACTIVE_STATUSES,
+    MEMBER_KINDS,
     Event,
     ExecutionKind,
     ExecutionStatus,
+    GraphValue,
     InputStatus,
     PendingInput,
     Schedule,
@@ -79,8 +82,9 @@ class EventInline(ReadOnlyInline):
 
 
 class KindFilter(admin.SimpleListFilter):
-    """Workflows by default: their parallel branches and foreach items (thousands, for
-    a big foreach) are shown on the workflow's page, and listed here only on request."""
+    """Workflows and graphs by default: parallel branches and foreach items (thousands,
+    for a big foreach) are shown on their workflow's page, and listed here only on
+    request."""
 
     title = "kind"
     parameter_name = "kind"
@@ -89,7 +93,7 @@ class KindFilter(admin.SimpleListFilter):
         return [*ExecutionKind.choices[1:], ("all", "All rows")]
 
     def choices(self, changelist):
-        for lookup, title in [(None, "Workflows"), *self.lookup_choices]:
+        for lookup, title in [(None, "Workflows and graphs"), *self.lookup_choices]:
             yield {
                 "selected": self.value() == lookup,
                 "query_string": changelist.get_query_string({self.parameter_name: lookup})
@@ -101,7 +105,9 @@ class KindFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() == "all":
             return queryset
-        return queryset.filter(kind=self.value() or ExecutionKind.WORKFLOW)
+        if self.value():
+            return queryset.filter(kind=self.value())
+        return queryset.exclude(kind__in=MEMBER_KINDS)
 
 
 @admin.register(WorkflowExecution)
@@ -192,6 +198,7 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "controls",
         "timeline",
         "diagram",
+        "graph_values",
         "compensation_table",
         "error_text",
         "status_badge",
@@ -228,6 +235,35 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
             '<table class="durable-compensations"><thead><tr><th>Undid</th>'
             "<th>Compensation</th><th>Result</th><th>Error</th></tr></thead>"
             "<tbody>{}</tbody></table>",
+            body,
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: WorkflowExecution | None = None):
+        """A graph execution shows its values where a workflow shows its diagram."""
+        if obj is None or obj.kind != ExecutionKind.GRAPH:
+            return self.fieldsets
+        return [
+            ("Values", {"fields": ["graph_values"]}) if title == "Diagram" else (title, options)
+            for title, options in self.fieldsets
+        ]
+
+    @admin.display(description="Values")
+    def graph_values(self, obj: WorkflowExecution) -> str:
+        """Every node of a graph execution: its value, revision, when it was set, and
+        the last error of its compute."""
+        rows = {row.node: row for row in GraphValue.objects.filter(execution=obj)}
+        try:
+            names = list(graph_definitions.get(obj.workflow_name, obj.workflow_version).nodes)
+        except DurableError:
+            names = sorted(rows)
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            [_value_row(name, rows.get(name)) for name in names],
+        )
+        return format_html(
+            '<table class="durable-values"><thead><tr><th>Node</th><th>Value</th>'
+            "<th>Revision</th><th>Set at</th><th>Error</th></tr></thead><tbody>{}</tbody></table>",
             body,
         )
 
@@ -440,6 +476,16 @@ def _timeline_row(row: StepExecution) -> str:
         _error_html(row.error),
         _logs_html(row.logs),
     )
+
+
+def _value_row(name: str, row: GraphValue | None) -> tuple:
+    if row is None or not row.is_set:
+        value = mark_safe('<span class="help">not set</span>')
+        revision, set_at = "0", ""
+    else:
+        value = readable_json(row.value)
+        revision, set_at = str(row.revision), row.set_at.strftime("%Y-%m-%d %H:%M:%S")
+    return (name, value, revision, set_at, _error_html(row.error if row else None))
 
 
 def _error_html(error: dict | None) -> str:

@@ -220,3 +220,30 @@ def test_two_workers_and_a_burst_of_changes_end_on_the_final_inputs(workers):
     )
     for earlier, later in zip(runs, runs[1:], strict=False):
         assert earlier.completed_at <= later.started_at  # one run of a node at a time
+
+
+def test_typed_values_keep_their_type_and_the_same_value_is_not_a_change():
+    from decimal import Decimal
+
+    eid = graphs.start(counting)
+    graphs.set_value(eid, "x", Decimal("1.50"))
+    graphs.set_value(eid, "y", Decimal("2.25"))
+    run_until_idle()
+    assert graphs.get_value(eid, "sum") == Decimal("3.75")
+    graphs.set_value(eid, "x", Decimal("1.50"))
+    assert graphs.load(eid).values["x"].revision == 1
+    graphs.set_value(eid, "y", True)
+    graphs.set_value(eid, "y", 1)  # 1 == True in Python, but not the same value
+    assert graphs.load(eid).values["y"].revision == 3
+
+
+def test_the_admin_page_of_a_graph_execution_shows_its_values(admin_client):
+    eid = graphs.start(sums)
+    graphs.set_value(eid, "x", "<b>12</b>")
+    response = admin_client.get(f"/admin/django_durable/workflowexecution/{eid}/change/")
+    html = response.content.decode()
+    assert response.status_code == 200 and 'class="durable-values"' in html
+    assert "&lt;b&gt;12&lt;/b&gt;" in html and "<b>12</b>" not in html
+    assert "not set" in html  # y, sum and the alert
+    listed = admin_client.get("/admin/django_durable/workflowexecution/").content.decode()
+    assert "tests_sums" in listed

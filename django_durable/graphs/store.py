@@ -5,6 +5,7 @@ execution's row lock (taken by `set_value` and by the worker recording a compute
 what is planned is planned on the values as they are.
 """
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +35,7 @@ class Values:
 def node_value(row: GraphValue | None) -> NodeValue:
     if row is None or not row.is_set:
         return NodeValue()
-    return NodeValue(codec.decode(row.value), row.revision, row.set_at)
+    return NodeValue(row.value, row.revision, row.set_at)  # the field decodes typed values
 
 
 def load(execution_id: uuid.UUID) -> Values:
@@ -43,15 +44,21 @@ def load(execution_id: uuid.UUID) -> Values:
 
 def write(execution_id: uuid.UUID, values: Values, name: str, value: Any, now: datetime, **extra):
     """Set `name` to `value` (encoded), a new revision only if it changed; True if it did."""
-    stored = codec.encode(value, name)
+    stored = _spelled(value, name)
     row = values.rows.get(name)
-    if row is not None and row.is_set and row.value == stored:
+    if row is not None and row.is_set and _spelled(row.value, name) == stored:
         if extra:
             GraphValue.objects.filter(id=row.id).update(**extra)
             _apply(row, extra)
         return False
-    changes = {"value": stored, "is_set": True, "set_at": now, **extra}
+    changes = {"value": value, "is_set": True, "set_at": now, **extra}
     return _change(execution_id, values, name, changes)
+
+
+def _spelled(value: Any, name: str) -> str:
+    """The value as stored, spelled exactly (`True` is not `1`): what "the same value"
+    means. ContextNotSerializable if it cannot be stored."""
+    return json.dumps(codec.encode(value, name), sort_keys=True)
 
 
 def clear(execution_id: uuid.UUID, values: Values, name: str, now: datetime) -> bool:
@@ -75,7 +82,8 @@ def mutate(execution_id: uuid.UUID, values: Values, name: str, value: Any, now: 
     if row is None or not row.is_set:
         write(execution_id, values, name, value, now)
         return
-    changes = {"value": codec.encode(value, name), "set_at": now}
+    _spelled(value, name)  # storable, or ContextNotSerializable
+    changes = {"value": value, "set_at": now}
     GraphValue.objects.filter(id=row.id).update(**changes)
     _apply(row, changes)
 
