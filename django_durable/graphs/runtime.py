@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from .. import claims, clock, codec, executions, recording, registry, starting
 from ..dsl import Next, Park
@@ -186,23 +186,57 @@ def get_value(
     newer_than: int | None = None,
 ) -> Any:
     """The node's value; with `wait`, block up to that long for it to be set (or to get
-    a revision above `newer_than`). ValueNotSet if it is not (in time)."""
+    a revision above `newer_than`): woken by the commit that sets it on PostgreSQL,
+    polling elsewhere. ValueNotSet if it is not (in time)."""
     execution = _graph_execution(execution_id)
-    graph = get(execution.workflow_name, execution.workflow_version)
-    graph.node(name)
+    get(execution.workflow_name, execution.workflow_version).node(name)
     seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait or 0)
-    give_up, pause = time.monotonic() + seconds, POLL_SECONDS[0]
-    while True:
+    give_up = time.monotonic() + seconds
+
+    def ready() -> NodeValue | None:
         current = store.node_value(store.load(execution.id).rows.get(name))
-        if current.is_set and (newer_than is None or current.revision > newer_than):
-            return current.value
-        if time.monotonic() >= give_up:
-            raise ValueNotSet(
-                f"Node {name!r} of execution {execution.id} is not set"
-                + (f" beyond revision {newer_than}." if newer_than is not None else ".")
-            )
+        fresh = current.is_set and (newer_than is None or current.revision > newer_than)
+        return current if fresh else None
+
+    found = ready() if seconds <= 0 else _wait_until(ready, execution.id, give_up)
+    if found is None:
+        beyond = f" beyond revision {newer_than}" if newer_than is not None else ""
+        raise ValueNotSet(f"Node {name!r} of execution {execution.id} is not set{beyond}.")
+    return found.value
+
+
+def _wait_until(ready, execution_id: uuid.UUID, give_up: float) -> NodeValue | None:
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return _wait_listening(ready, execution_id, give_up)
+    pause = POLL_SECONDS[0]
+    while True:
+        found = ready()
+        if found is not None or time.monotonic() >= give_up:
+            return found
         time.sleep(min(pause, max(give_up - time.monotonic(), 0)))
         pause = min(pause * 2, POLL_SECONDS[1])
+
+
+def _wait_listening(ready, execution_id: uuid.UUID, give_up: float) -> NodeValue | None:
+    """LISTEN first, then look: a value set in between is not missed. A look every
+    second anyway, in case a notice is lost with its connection."""
+    import psycopg
+
+    params = {
+        key: value
+        for key, value in connection.get_connection_params().items()
+        if key not in ("cursor_factory", "context")
+    }
+    with psycopg.connect(**params, autocommit=True) as listener:
+        listener.execute(f"LISTEN {store.CHANNEL}")
+        while True:
+            found = ready()
+            left = give_up - time.monotonic()
+            if found is not None or left <= 0:
+                return found
+            for notice in listener.notifies(timeout=min(left, 1.0)):
+                if notice.payload == str(execution_id):
+                    break
 
 
 def values(execution_id: "uuid.UUID | str") -> dict[str, Any]:

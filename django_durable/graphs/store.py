@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
+
 from .. import codec
 from ..models import GraphValue
 from .definition import Graph, NodeValue
@@ -83,6 +85,7 @@ def mutate(execution_id: uuid.UUID, values: Values, name: str, value: Any, now: 
         write(execution_id, values, name, value, now)
         return
     _spelled(value, name)  # storable, or ContextNotSerializable
+    announce(execution_id)
     changes = {"value": value, "set_at": now}
     GraphValue.objects.filter(id=row.id).update(**changes)
     _apply(row, changes)
@@ -100,6 +103,7 @@ def note(execution_id: uuid.UUID, values: Values, name: str, **changes: Any) -> 
 
 
 def _change(execution_id: uuid.UUID, values: Values, name: str, changes: dict) -> bool:
+    announce(execution_id)
     row = values.rows.get(name)
     if row is None:
         row = GraphValue.objects.create(execution_id=execution_id, node=name, revision=1, **changes)
@@ -109,6 +113,17 @@ def _change(execution_id: uuid.UUID, values: Values, name: str, changes: dict) -
     GraphValue.objects.filter(id=row.id).update(**changes)
     _apply(row, changes)
     return True
+
+
+CHANNEL = "durable_value"
+
+
+def announce(execution_id: uuid.UUID) -> None:
+    """Wake `get_value(wait=)` callers of this execution (PostgreSQL: a NOTIFY the
+    commit delivers; elsewhere they poll)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [CHANNEL, str(execution_id)])
 
 
 def _apply(row: GraphValue, changes: dict) -> None:
