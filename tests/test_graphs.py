@@ -247,3 +247,27 @@ def test_the_admin_page_of_a_graph_execution_shows_its_values(admin_client):
     assert "not set" in html  # y, sum and the alert
     listed = admin_client.get("/admin/django_durable/workflowexecution/").content.decode()
     assert "tests_sums" in listed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_compute_interrupted_by_a_crash_runs_again_on_another_worker(workers, tmp_path):
+    from tests.workflows_app.graph_workflows import slow
+
+    first = workers.start(lease_seconds=3, heartbeat_seconds=1)
+    eid = graphs.start(slow)
+    graphs.set_value(eid, "dir", str(tmp_path))
+    graphs.set_value(eid, "x", 4)
+    wait_for(
+        lambda: list(tmp_path.glob("started-*")), "the compute to start", report=workers.report
+    )
+    first.kill()
+    (tmp_path / "go").touch()
+    workers.start(lease_seconds=3, heartbeat_seconds=1)
+    assert graphs.get_value(eid, "times_ten", wait=timedelta(seconds=60)) == 40
+    runs = {path.name: path.read_text().count("ran") for path in tmp_path.glob("started-*")}
+    assert runs == {
+        f"started-{first.pid}": 1,
+        **{name: 1 for name in runs if str(first.pid) not in name},
+    }
+    assert len(runs) == 2  # the killed worker's run, and the one that finished it
+    assert graphs.load(eid).values["times_ten"].revision == 1
