@@ -278,8 +278,12 @@ def flow_analytics(
     they are reached; a name with no definition and no execution is `UnknownWorkflow`.
 
     Two aggregate statements (three on SQLite), whatever the number of executions; see
-    `_FlowQuery`.
+    `_FlowQuery`. A graph (or a name only a graph has): `graphs.insights.flow_analytics`.
     """
+    from .graphs import insights as graph_insights
+
+    if graph_insights.is_graph_name(workflow, using=using):
+        return graph_insights.flow_analytics(workflow, since=since, using=using)
     alias = using or router.db_for_read(WorkflowExecution)
     connection = connections[alias]
     name = workflow if isinstance(workflow, str) else getattr(workflow, "name", None)
@@ -635,8 +639,13 @@ def introspect(execution: Any) -> str:
     its status, workflow and current step; what it waits on (events, inputs with their
     prompt, a sleep's wake-up time, a child workflow, parallel branches or foreach items
     still open), each since when and until when; its last error; its completed steps.
-    For a finished one: how it ended. Unknown id: `ExecutionNotFound`."""
+    For a finished one: how it ended. Unknown id: `ExecutionNotFound`. A graph
+    execution: `graphs.insights.introspect`."""
     execution = _load(execution)
+    if execution.kind == ExecutionKind.GRAPH:
+        from .graphs import insights as graph_insights
+
+        return graph_insights.introspect(execution)
     lines = [f"Execution {execution.id}"]
     lines.append(f"Workflow: '{execution.workflow_name}' (version {execution.workflow_version})")
     if execution.kind != ExecutionKind.WORKFLOW:
@@ -1008,7 +1017,11 @@ def mermaid(workflow_or_execution: Any) -> str:
     """Mermaid text of a workflow (its name or the `Workflow`), or of an execution (a
     `WorkflowExecution`, a UUID, or an id string that names no workflow), whose nodes
     are then coloured by status. An unknown name is `UnknownWorkflow`, an unknown id
-    `ExecutionNotFound`."""
+    `ExecutionNotFound`. A graph, or a graph execution: `graphs.insights.mermaid`."""
+    from .graphs import insights as graph_insights
+
+    if (graph := graph_insights.graph_subject(workflow_or_execution)) is not None:
+        return graph_insights.mermaid(graph)
     subject = workflow_or_execution
     if isinstance(subject, str) and not _looks_like_id(subject):
         return diagram.to_mermaid(diagram.model(subject))
@@ -1035,7 +1048,11 @@ def _looks_like_id(text: str) -> bool:
 
 
 def to_text(report: dict[str, Any]) -> str:
-    """A `status()` or a `flow_analytics()` report as text for a person."""
+    """A `status()` or a `flow_analytics()` report (a graph's too) as text for a person."""
+    if "nodes" in report and "graph" in report:
+        from .graphs import insights as graph_insights
+
+        return graph_insights.to_text(report)
     if "health" in report and "workflows" in report:
         return _status_text(report)
     if "steps" in report and "executions" in report and "workflow" in report:

@@ -311,10 +311,10 @@ def _compute_state(
             what += f"; last error: {_error_text(_last_error(execution, node.name))}"
     elif up_to_date and row.error:
         failed_at = (attempts or {}).get("failed_at")
-        when = f", the last at {format_time(failed_at)}" if failed_at else ""
+        when = f" at {format_time(failed_at)}" if failed_at else ""
         mark, what = (
             FAILED,
-            f"failed: {_error_text(row.error)}; {_attempts_text(count)}{when}; "
+            f"failed{when}: {_error_text(row.error)}; {_attempts_text(count)} in all; "
             "tried again when its upstream changes",
         )
     elif count == 0:
