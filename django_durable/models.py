@@ -8,6 +8,7 @@ from django.db.models import Q
 
 from . import codec
 from .errors import ExecutionNotFound
+from .graphs.queries import GraphKey
 
 
 class DurableJSONField(models.JSONField):
@@ -557,6 +558,11 @@ class GraphValue(models.Model):
 
     class Meta:
         db_table = "durable_graph_value"
+        indexes = [
+            # A bounded, ordered key per node and value: `graphs.list_executions` filters
+            # on it (a plain index on the JSON value would refuse values over ~2.7 kB).
+            models.Index(GraphKey("node", "value"), name="durable_graph_value_key"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["execution", "node"], name="durable_graph_value_node"),
         ]

@@ -39,6 +39,7 @@ from .definition import (
 )
 
 _RUNTIME = ("start", "set_value", "unset_value", "get_value", "values", "load")
+_QUERIES = ("list_executions",)
 
 __all__ = [
     "Graph",
@@ -55,10 +56,13 @@ __all__ = [
     "schedule_recurring",
     "unblocked_when",
     *_RUNTIME,
+    *_QUERIES,
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name in _RUNTIME:
         return getattr(import_module(".runtime", __name__), name)
+    if name in _QUERIES:
+        return getattr(import_module(".queries", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
