@@ -274,3 +274,18 @@ def test_ambiguous_prefix_and_unhealthy_status_in_real_processes():
     assert json.loads(result.stdout)["status"] == "unhealthy"
     assert "Traceback" not in result.stderr
     assert "The system is unhealthy" in result.stderr
+
+
+def test_durable_graph_draws_a_graph_of_values_and_colours_one_of_its_executions():
+    from django_durable import graphs
+    from tests.workflows_app.graph_workflows import sums
+
+    out = io.StringIO()
+    call_command("durable_graph", "tests_sums", stdout=out)
+    assert out.getvalue().startswith("graph TD")
+    assert "n_x --> n_sum" in out.getvalue() and "n_sum" in out.getvalue()
+    eid = graphs.start(sums)
+    graphs.set_value(eid, "x", 1)
+    out = io.StringIO()
+    call_command("durable_graph", "tests_sums", "--execution", str(eid)[:8], stdout=out)
+    assert "s_set" in out.getvalue()

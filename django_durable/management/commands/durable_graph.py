@@ -1,4 +1,6 @@
 from django_durable import insights, registry
+from django_durable.errors import UnknownWorkflow
+from django_durable.graphs import definition as graph_definitions
 from django_durable.management.base import DurableCommand, resolve_execution, usage_error
 
 
@@ -6,11 +8,14 @@ class Command(DurableCommand):
     help = (
         "Print a workflow's diagram as Mermaid text (graph TD): its steps, branches, "
         "parallel and foreach blocks, jumps and compensations. With --execution, each "
-        "node is coloured by the status of its latest attempt in that execution."
+        "node is coloured by the status of its latest attempt in that execution. A graph "
+        "of values (by name) is drawn as its nodes and their dependencies."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("workflow", metavar="WORKFLOW", help="A registered workflow's name.")
+        parser.add_argument(
+            "workflow", metavar="WORKFLOW", help="A registered workflow's (or graph's) name."
+        )
         parser.add_argument(
             "--execution",
             metavar="ID",
@@ -18,7 +23,12 @@ class Command(DurableCommand):
         )
 
     def handle(self, *args, workflow, execution=None, **options):
-        definition = registry.get(workflow)
+        try:
+            definition = registry.get(workflow)
+        except UnknownWorkflow as unknown:
+            if not any(graph.name == workflow for graph in graph_definitions.all_graphs()):
+                raise unknown from None
+            definition = graph_definitions.get(workflow)
         if execution is None:
             self.stdout.write(insights.mermaid(definition))
             return
