@@ -8,7 +8,7 @@ from django.db.models import Q
 
 from . import codec
 from .errors import ExecutionNotFound
-from .graphs.queries import GraphKey
+from .value_keys import GraphKey
 
 
 class DurableJSONField(models.JSONField):

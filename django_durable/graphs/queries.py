@@ -29,7 +29,8 @@ cannot tell (two numbers with one float8, strings longer than the key), the exac
 value is compared too. On SQLite the key is the value itself, typed (numbers, then
 text, then booleans as blobs, as SQLite sorts them), exact but for long strings.
 
-This module imports no model when it is imported, so `models.py` can import GraphKey.
+GraphKey and the exact comparisons live in `django_durable.value_keys`, which `models`
+imports for the index.
 """
 
 import math
@@ -40,22 +41,27 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from django.db import NotSupportedError
 from django.db.models import (
     BooleanField,
     Expression,
     ExpressionWrapper,
     F,
-    FloatField,
-    Func,
     Q,
-    TextField,
     Value,
 )
 from django.db.models.functions import NullIf
 from django.db.models.lookups import IsNull
 
 from .. import codec
+from ..value_keys import (
+    TEXT_KEY_LENGTH,
+    GraphKey,
+    Instant,
+    NumberExact,
+    TextExact,
+    backend_of,
+    pg_sortable,
+)
 from .definition import UnknownNode, all_graphs, get
 
 if TYPE_CHECKING:
@@ -66,7 +72,6 @@ OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "is_set", "is_not_set")
 # `updated_at` is when a value of the execution last changed (its latest `set_at`), or
 # its creation if none did.
 EXECUTION_ORDERS = ("created_at", "started_at", "completed_at", "updated_at")
-TEXT_KEY_LENGTH = 100  # characters of a string that GraphKey keeps
 VALUES_CHUNK = 900  # executions whose values one query loads (SQLite's parameter limit)
 
 _SQL_OPS = {"eq": "=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
@@ -75,143 +80,6 @@ _SQL_OPS = {"eq": "=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
 _KEY_OPS = {"eq": "=", "lt": "<=", "lte": "<=", "gt": ">=", "gte": ">="}
 _KEYED = ("bool", "number", "text")  # kinds compared through GraphKey
 _UNORDERED = ("null", "uuid")  # kinds compared with eq, ne and in only
-
-# -- SQL per backend ----------------------------------------------------------------------
-# Templates of `{c}`, the value column (jsonb on PostgreSQL, JSON text on SQLite), and
-# `{n}`, the node column. A Decimal is `{"__durable__": "decimal", "value": "9.99"}`
-# (see codec); its text is checked before it is cast, so a hand-written tag cannot make
-# a query fail.
-
-_PG_DECIMAL = (
-    "({c} ->> '__durable__' = 'decimal' AND ({c} ->> 'value') "
-    "~ '^[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]{{1,4}})?$')"
-)
-
-
-def _pg_float(number: str) -> str:
-    """float8 of a numeric, clamped and rounded so that the cast never fails; a < b
-    implies float(a) <= float(b)."""
-    return "(greatest(least(round(" + number + ", 300), 1e300), -1e300))::float8"
-
-
-def _pg_sortable(number: str) -> str:
-    """17 hex digits that sort (in collation "C") as the numeric `number` does, through
-    its float8: 1 + its bits when it is positive or zero, else 0 + its bits inverted."""
-    f = _pg_float(number)
-    bits = "(('x' || encode(float8send(" + f + "), 'hex'))::bit(64)::bigint)"
-    return (
-        "(CASE WHEN " + number + " >= 0 THEN '1' || encode(float8send(" + f + "), 'hex') "
-        "ELSE '0' || encode(int8send(~" + bits + "), 'hex') END)"
-    )
-
-
-_PG_KEY = (
-    "(({n} || ':' || CASE jsonb_typeof({c}) "
-    "WHEN 'boolean' THEN CASE WHEN {c} = 'true'::jsonb THEN 'bt' ELSE 'bf' END "
-    "WHEN 'number' THEN 'n' || " + _pg_sortable("({c})::numeric") + " "
-    f"WHEN 'string' THEN 's' || left({{c}} #>> '{{{{}}}}', {TEXT_KEY_LENGTH}) "
-    "WHEN 'object' THEN CASE WHEN " + _PG_DECIMAL + " "
-    "THEN 'n' || " + _pg_sortable("({c} ->> 'value')::numeric") + " END "
-    'END) COLLATE "C")'
-)
-_PG_NUMBER = (
-    "(CASE WHEN jsonb_typeof({c}) = 'number' THEN ({c})::numeric "
-    "WHEN " + _PG_DECIMAL + " THEN ({c} ->> 'value')::numeric END)"
-)
-_PG_TEXT = "(CASE WHEN jsonb_typeof({c}) = 'string' THEN ({c} #>> '{{}}') END) COLLATE \"C\""
-_PG_INSTANT = (
-    "(CASE WHEN {c} ->> '__durable__' = 'datetime' AND ({c} ->> 'value') "
-    "~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}' THEN ({c} ->> 'value')::timestamptz END)"
-)
-
-_SQLITE_DECIMAL = (
-    "json_extract({c}, '$.__durable__') = 'decimal' AND json_type({c}, '$.value') = 'text' "
-    "AND json_extract({c}, '$.value') GLOB '*[0-9]*' "
-    "AND json_extract({c}, '$.value') NOT GLOB '*[^0-9eE.+-]*'"
-)
-_SQLITE_NUMBER = (
-    "(CASE WHEN json_type({c}) IN ('integer', 'real') THEN json_extract({c}, '$') "
-    f"WHEN {_SQLITE_DECIMAL} THEN CAST(json_extract({{c}}, '$.value') AS REAL) END)"
-)
-_SQLITE_KEY = (
-    "(CASE json_type({c}) WHEN 'integer' THEN json_extract({c}, '$') "
-    "WHEN 'real' THEN json_extract({c}, '$') "
-    f"WHEN 'text' THEN substr(json_extract({{c}}, '$'), 1, {TEXT_KEY_LENGTH}) "
-    "WHEN 'true' THEN x'01' WHEN 'false' THEN x'00' "
-    f"WHEN 'object' THEN CASE WHEN {_SQLITE_DECIMAL} "
-    "THEN CAST(json_extract({c}, '$.value') AS REAL) END END)"
-)
-_SQLITE_TEXT = "(CASE WHEN json_type({c}) = 'text' THEN json_extract({c}, '$') END)"
-_SQLITE_INSTANT = (
-    "(CASE WHEN json_extract({c}, '$.__durable__') = 'datetime' "
-    "THEN julianday(json_extract({c}, '$.value')) END)"
-)
-
-
-def _vendor(connection) -> str:
-    if connection.vendor not in ("postgresql", "sqlite"):
-        raise NotSupportedError(
-            f"Graph value queries support PostgreSQL and SQLite, not {connection.vendor}."
-        )
-    return connection.vendor
-
-
-class _ValueSQL(Func):
-    """An expression of the value column (and the node column, `{n}`), per backend."""
-
-    postgresql = sqlite = ""
-
-    def as_sql(self, compiler, connection, **extra_context):
-        template = getattr(self, _vendor(connection))
-        names = ("n", "c") if len(self.source_expressions) == 2 else ("c",)
-        columns, params = {}, []
-        for name, expression in zip(names, self.source_expressions, strict=True):
-            sql, column_params = compiler.compile(expression)
-            columns[name] = sql
-            params += list(column_params) * template.count("{" + name + "}")
-        return template.format(**columns), params
-
-
-class GraphKey(_ValueSQL):
-    """The key a GraphValue's value is indexed and compared by: GraphKey("node",
-    "value"). See the module docstring; NULL for values of other types."""
-
-    arity = 2
-    output_field = TextField()
-    postgresql = _PG_KEY
-    sqlite = _SQLITE_KEY
-
-
-class NumberExact(_ValueSQL):
-    """A number's or Decimal's exact value (PostgreSQL: numeric; SQLite: REAL or
-    INTEGER), NULL for any other value."""
-
-    arity = 1
-    output_field = FloatField()
-    postgresql = _PG_NUMBER
-    sqlite = _SQLITE_NUMBER
-
-
-class TextExact(_ValueSQL):
-    """A string (collation "C" on PostgreSQL), NULL for any other value."""
-
-    arity = 1
-    output_field = TextField()
-    postgresql = _PG_TEXT
-    sqlite = _SQLITE_TEXT
-
-
-class Instant(_ValueSQL):
-    """A datetime as an instant (PostgreSQL: timestamptz; SQLite: a julian day, to the
-    millisecond), NULL for any other value."""
-
-    arity = 1
-    output_field = FloatField()
-    postgresql = _PG_INSTANT
-    sqlite = _SQLITE_INSTANT
-
-
-# -- filters ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -278,7 +146,7 @@ class _Matches(Expression):
         self.node, self.value = exprs
 
     def as_sql(self, compiler, connection):
-        vendor = _vendor(connection)
+        vendor = backend_of(connection)
         if self.op in ("eq", "ne", "in"):
             sql, params = self._any_equal(compiler, vendor)
             if self.op == "ne":
@@ -399,7 +267,7 @@ class _PostgresKeys:
             return "%s", [prefix + ("t" if value else "f")]
         if kind == "text":
             return "%s", [prefix + value[:TEXT_KEY_LENGTH]]
-        sortable = _pg_sortable("%s::numeric")
+        sortable = pg_sortable("%s::numeric")
         return f"(%s || {sortable})", [prefix, *[str(value)] * sortable.count("%s")]
 
     def range(self, node: str, kind: str) -> tuple[str, str]:
