@@ -1130,17 +1130,7 @@ def _flow_text(report: dict[str, Any]) -> str:
     lines += ["", f"FUNNEL ({len(steps)} steps):", SUB_RULE]
     width = max((len(step["step"]) for step in steps), default=4)
     for step in steps:
-        share = step["reached_percentage"]
-        filled = round(BAR_WIDTH * share / 100)
-        bar = "█" * filled + "░" * (BAR_WIDTH - filled)
-        to_reach = step["average_seconds_to_reach"]
-        reach = "-" if to_reach is None else f"+{format_duration(to_reach)}"
-        lines.append(
-            f"{step['step']:<{width}}  {bar} {share:5.1f}%  reached {step['reached_count']}"
-            f", avg time to reach {reach}, ends here {step['ends_here_count']} "
-            f"({step['ends_here_percentage_of_all']:.1f}% of all, "
-            f"{step['ends_here_percentage_of_reached']:.1f}% of reached)"
-        )
+        lines.append(f"{step['step']:<{width}}  {funnel_line(step)}")
     return "\n".join(lines) + "\n"
 
 
@@ -1188,3 +1178,17 @@ def format_duration(seconds: float | None) -> str:
     days, rest = divmod(whole, 86400)
     unit = "day" if days == 1 else "days"
     return f"{days} {unit}" + (f" {rest // 3600} h" if rest // 3600 else "")
+
+
+def funnel_line(entry: dict) -> str:
+    """A funnel's bar and figures for one step or node of a flow_analytics report."""
+    share = entry["reached_percentage"]
+    filled = round(BAR_WIDTH * share / 100)
+    bar = "█" * filled + "░" * (BAR_WIDTH - filled)
+    to_reach = entry["average_seconds_to_reach"]
+    reach = "-" if to_reach is None else f"+{format_duration(to_reach)}"
+    return (
+        f"{bar} {share:5.1f}%  reached {entry['reached_count']}, avg time to reach {reach}, "
+        f"ends here {entry['ends_here_count']} ({entry['ends_here_percentage_of_all']:.1f}% "
+        f"of all, {entry['ends_here_percentage_of_reached']:.1f}% of reached)"
+    )

@@ -39,7 +39,7 @@ from django.db.models import (
 from .. import clock, registry
 from ..colours import STATUS_COLOURS
 from ..errors import ExecutionNotFound, UnknownWorkflow
-from ..insights import BAR_WIDTH, SUB_RULE, format_duration, format_time
+from ..insights import SUB_RULE, format_time, funnel_line
 from ..models import (
     FINAL_STATUSES,
     ExecutionKind,
@@ -584,17 +584,7 @@ def to_text(report: dict[str, Any]) -> str:
     width = max((len(node["node"]) for node in nodes), default=4)
     kinds = max((len(node["kind"]) for node in nodes), default=4)
     for node in nodes:
-        share = node["reached_percentage"]
-        filled = round(BAR_WIDTH * share / 100)
-        bar = "█" * filled + "░" * (BAR_WIDTH - filled)
-        to_reach = node["average_seconds_to_reach"]
-        reach = "-" if to_reach is None else f"+{format_duration(to_reach)}"
-        lines.append(
-            f"{node['node']:<{width}}  {node['kind']:<{kinds}}  {bar} {share:5.1f}%  "
-            f"reached {node['reached_count']}, avg time to reach {reach}, ends here "
-            f"{node['ends_here_count']} ({node['ends_here_percentage_of_all']:.1f}% of all, "
-            f"{node['ends_here_percentage_of_reached']:.1f}% of reached)"
-        )
+        lines.append(f"{node['node']:<{width}}  {node['kind']:<{kinds}}  {funnel_line(node)}")
     return "\n".join(lines) + "\n"
 
 
