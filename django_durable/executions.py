@@ -151,14 +151,21 @@ def resume(execution_id: "uuid.UUID | str") -> WorkflowExecution:
                 f"Execution {execution.id} is {execution.status}; only failed or cancelled "
                 "executions can be resumed."
             )
-        if execution.kind != ExecutionKind.WORKFLOW:
+        if execution.kind in MEMBER_KINDS:
             raise ExecutionNotResumable(
                 f"Execution {execution.id} is a {execution.kind} of {execution.parent_id}; "
                 "resume that execution instead."
             )
-        definition = registry.get(execution.workflow_name)
+        definition = registry.for_execution(execution)
         now = clock.now()
-        current = execution.current_step or definition.entry(lambda: execution.context).node_id
+        current = execution.current_step or getattr(
+            definition.entry(lambda: execution.context), "node_id", None
+        )
+        if current is None:
+            raise ExecutionNotResumable(
+                f"Execution {execution.id} stopped before it had anything to run; "
+                "start a new one instead."
+            )
         deadline = now + definition.timeout if definition.timeout else None
         _restart(execution, definition, current, now, deadline=deadline)
     return get_execution(execution.id)

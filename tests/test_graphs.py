@@ -271,3 +271,23 @@ def test_a_compute_interrupted_by_a_crash_runs_again_on_another_worker(workers, 
     }
     assert len(runs) == 2  # the killed worker's run, and the one that finished it
     assert graphs.load(eid).values["times_ten"].revision == 1
+
+
+def test_a_cancelled_graph_execution_is_resumed_and_computes_again():
+    eid = graphs.start(sums)
+    graphs.set_value(eid, "x", 30)
+    graphs.set_value(eid, "y", 15)
+    durable.cancel(eid, "paused by support")
+    durable.resume(eid)
+    run_until_idle()
+    assert graphs.values(eid)["large_value_alert"] == "alert"
+    graphs.set_value(eid, "y", 1)
+    run_until_idle()
+    assert graphs.values(eid) == {"x": 30, "y": 1, "sum": 31}
+
+
+def test_a_graph_cancelled_before_it_computed_anything_is_not_resumed():
+    eid = graphs.start(sums)
+    durable.cancel(eid)
+    with pytest.raises(durable.ExecutionNotResumable, match="start a new one"):
+        durable.resume(eid)
