@@ -236,9 +236,11 @@ def parked_forever():
 
 
 def _parked_without_timer():
+    """Graph executions are left out: parked with nothing open is how they wait for
+    their next value (`graphs.set_value` wakes them)."""
     return WorkflowExecution.objects.filter(
         status=ExecutionStatus.WAITING, run_at__isnull=True, ready=False, locked_by__isnull=True
-    )
+    ).exclude(kind=ExecutionKind.GRAPH)
 
 
 def _unwakeable_waits(now: datetime, rows: int) -> list[Finding]:

@@ -291,3 +291,13 @@ def test_a_graph_cancelled_before_it_computed_anything_is_not_resumed():
     durable.cancel(eid)
     with pytest.raises(durable.ExecutionNotResumable, match="start a new one"):
         durable.resume(eid)
+
+
+def test_the_doctor_does_not_report_a_graph_waiting_for_its_next_value():
+    from django_durable import doctor
+
+    eid = graphs.start(sums)
+    graphs.set_value(eid, "x", 1)
+    run_until_idle()
+    assert WorkflowExecution.objects.get(id=eid).status == "waiting"
+    assert [finding for finding in doctor.diagnose() if finding.subject == str(eid)] == []
