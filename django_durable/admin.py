@@ -290,7 +290,7 @@ class WorkflowExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         failed or cancelled workflow."""
         if obj.status in ACTIVE_STATUSES:
             offered = (("send_event", "Send event"), ("cancel", "Cancel…"))
-        elif obj.status in RESUMABLE and obj.kind == ExecutionKind.WORKFLOW:
+        elif obj.status in RESUMABLE and obj.kind not in MEMBER_KINDS:
             offered = (("resume", "Resume…"),)
         else:
             return "-"

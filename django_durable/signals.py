@@ -29,7 +29,8 @@ Every signal is sent with `sender` the model class (`WorkflowExecution`,
 - `schedule_triggered(schedule, execution_id)`: a schedule started a run.
 
 Branches and foreach items are parts of their workflow: their steps send the step
-signals, but no workflow_* signal is sent for them.
+signals, but no workflow_* signal is sent for them. Graph executions (`graphs`) send
+the step signals for their computes, and no workflow_* signal either.
 """
 
 import logging

@@ -301,3 +301,11 @@ def test_the_doctor_does_not_report_a_graph_waiting_for_its_next_value():
     run_until_idle()
     assert WorkflowExecution.objects.get(id=eid).status == "waiting"
     assert [finding for finding in doctor.diagnose() if finding.subject == str(eid)] == []
+
+
+def test_the_admin_offers_resume_for_a_cancelled_graph(admin_client):
+    eid = graphs.start(sums)
+    graphs.set_value(eid, "x", 1)
+    durable.cancel(eid)
+    html = admin_client.get(f"/admin/django_durable/workflowexecution/{eid}/change/").content
+    assert f"/admin/django_durable/workflowexecution/{eid}/resume/".encode() in html
