@@ -423,3 +423,18 @@ def parse_notice(payload: str) -> tuple[str, datetime | None]:
         except ValueError:
             pass
     return payload, None
+
+
+def listener(channel: str):
+    """A connection of its own (autocommit) listening on `channel` (PostgreSQL): for
+    waiting on NOTIFYs outside Django's connection, which may be in a transaction."""
+    import psycopg
+
+    params = {
+        key: value
+        for key, value in connection.get_connection_params().items()
+        if key not in ("cursor_factory", "context")
+    }
+    opened = psycopg.connect(**params, autocommit=True)
+    opened.execute(f"LISTEN {channel}")
+    return opened

@@ -529,15 +529,9 @@ class Worker:
         """Hold a LISTEN connection; reconnect whenever it drops."""
         import psycopg
 
-        params = {
-            key: value
-            for key, value in connection.get_connection_params().items()
-            if key not in ("cursor_factory", "context")
-        }
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(**params, autocommit=True) as listener:
-                    listener.execute(f"LISTEN {claims.CHANNEL}")
+                with claims.listener(claims.CHANNEL) as listener:
                     self._wake.set()  # anything that became runnable while we were away
                     while not self._stopped.is_set():
                         for notice in listener.notifies(timeout=TICK_SECONDS):

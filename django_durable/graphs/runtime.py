@@ -194,7 +194,7 @@ def get_value(
     give_up = time.monotonic() + seconds
 
     def ready() -> NodeValue | None:
-        current = store.node_value(store.load(execution.id).rows.get(name))
+        current = store.node_value(store.row(execution.id, name))
         fresh = current.is_set and (newer_than is None or current.revision > newer_than)
         return current if fresh else None
 
@@ -220,15 +220,7 @@ def _wait_until(ready, execution_id: uuid.UUID, give_up: float) -> NodeValue | N
 def _wait_listening(ready, execution_id: uuid.UUID, give_up: float) -> NodeValue | None:
     """LISTEN first, then look: a value set in between is not missed. A look every
     second anyway, in case a notice is lost with its connection."""
-    import psycopg
-
-    params = {
-        key: value
-        for key, value in connection.get_connection_params().items()
-        if key not in ("cursor_factory", "context")
-    }
-    with psycopg.connect(**params, autocommit=True) as listener:
-        listener.execute(f"LISTEN {store.CHANNEL}")
+    with claims.listener(store.CHANNEL) as listener:
         while True:
             found = ready()
             left = give_up - time.monotonic()

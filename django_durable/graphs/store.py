@@ -40,6 +40,10 @@ def node_value(row: GraphValue | None) -> NodeValue:
     return NodeValue(row.value, row.revision, row.set_at)  # the field decodes typed values
 
 
+def row(execution_id: uuid.UUID, name: str) -> GraphValue | None:
+    return GraphValue.objects.filter(execution_id=execution_id, node=name).first()
+
+
 def load(execution_id: uuid.UUID) -> Values:
     return Values({row.node: row for row in GraphValue.objects.filter(execution_id=execution_id)})
 
