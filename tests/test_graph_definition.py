@@ -376,10 +376,11 @@ def test_graph_attributes():
 
 
 def test_graph_start_defers_to_the_runtime(monkeypatch):
-    from django_durable.graphs import runtime
+    from django_durable.graphs import definition, runtime
 
+    assert definition._starter is runtime.start  # registered when the app loads
     started = []
-    monkeypatch.setattr(runtime, "start", lambda graph: started.append(graph) or "eid")
+    monkeypatch.setattr(definition, "_starter", lambda graph: started.append(graph) or "eid")
     g = Graph("sums", "v1", sums_nodes())
     assert g.start() == "eid"
     assert started == [g]

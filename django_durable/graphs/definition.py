@@ -393,6 +393,16 @@ def archive(name: str, upstream: Any) -> Archive:
 # --- Graphs -------------------------------------------------------------------------
 
 
+# How a graph starts, given by `graphs.runtime` when the app loads (the definitions here
+# import without Django, the runtime needs the database).
+_starter: Callable[["Graph"], Any] | None = None
+
+
+def set_starter(starter: Callable[["Graph"], Any]) -> None:
+    global _starter
+    _starter = starter
+
+
 class Graph:
     """A named, versioned set of nodes. Build and register one with `graph(...)`."""
 
@@ -432,9 +442,9 @@ class Graph:
 
     def start(self) -> Any:
         """Start an execution of this graph; see `django_durable.graphs.start`."""
-        from .runtime import start  # deferred: definitions load before Django is set up
-
-        return start(self)
+        if _starter is None:
+            raise DurableError("Graphs start once Django is set up (django_durable installed).")
+        return _starter(self)
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r} {self.version!r} ({len(self.nodes)} nodes)>"

@@ -39,7 +39,6 @@ from django.db.models import (
 from .. import clock, registry
 from ..colours import STATUS_COLOURS
 from ..errors import ExecutionNotFound, UnknownWorkflow
-from ..insights import SUB_RULE, format_time, funnel_line
 from ..models import (
     FINAL_STATUSES,
     ExecutionKind,
@@ -49,6 +48,7 @@ from ..models import (
     StepStatus,
     WorkflowExecution,
 )
+from ..reports import SUB_RULE, format_time, funnel_line
 from . import store
 from .definition import AllOf, AnyOf, Condition, Graph, Input, Mutate, NodeValue, get
 

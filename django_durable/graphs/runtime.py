@@ -31,6 +31,7 @@ from ..errors import (
     error_record,
 )
 from ..models import ExecutionKind, ExecutionStatus, StepStatus, WorkflowExecution
+from . import definition as graph_definitions
 from . import store
 from .definition import Graph, Node, NodeValue, get
 
@@ -382,3 +383,4 @@ def _with_error(outcome, move: Computed):
 
 
 recording.follow_with(Computed, follow)
+graph_definitions.set_starter(start)
