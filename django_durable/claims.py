@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 
@@ -50,23 +50,52 @@ _CLAIMABLE_SQL = ", ".join(f"'{status}'" for status in CLAIMED_AS)
 # Only `ready` rows are in the index this reads (durable_exec_ready): however many
 # executions are parked or finished, a claim reads a handful of index entries. Paused
 # queues (a small table, usually empty) are skipped.
-_CLAIM_SQL = f"""
-WITH picked AS (
+_PICK_AND_LEASE_SQL = f"""
+picked AS (
     SELECT id, status AS claimed_from FROM durable_execution
     WHERE ready AND status IN ({_CLAIMABLE_SQL}) AND locked_by IS NULL {{queue_filter}}
         AND NOT EXISTS (SELECT 1 FROM durable_paused_queue p WHERE p.name = run_queue)
     ORDER BY priority DESC, run_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE durable_execution AS e
+    SET status = CASE picked.claimed_from {_CLAIMED_STATUS_SQL} END, ready = false,
+        locked_by = %(worker)s, locked_until = %(until)s,
+        error = CASE picked.claimed_from WHEN 'compensating' THEN e.error END,
+        run_token = {{token}}, started_at = COALESCE(e.started_at, %(now)s)
+    FROM picked
+    WHERE e.id = picked.id
+    RETURNING e.*, picked.claimed_from
+)"""
+
+_CLAIM_SQL = f"WITH {_PICK_AND_LEASE_SQL} SELECT * FROM claimed"
+
+# The claim and its first attempt in one statement: the attempt's id is the run token
+# (as `engine` opens it), and the run the execution was parked on, if any, is resumed.
+# A compensating execution's attempt names the plan entry it undoes, which only Python
+# reads: the engine opens that one itself (`claims.start_attempt`). `more_ready` says
+# whether other work looked runnable, so the worker wakes another thread only then.
+_CLAIM_AND_START_SQL = f"""
+WITH {_PICK_AND_LEASE_SQL},
+forward AS (SELECT * FROM claimed WHERE claimed_from <> 'compensating'),
+resumed AS (
+    UPDATE durable_step SET status = '{StepStatus.RESUMED.value}'
+    WHERE execution_id = (SELECT id FROM forward) AND status = '{StepStatus.WAITING.value}'
+),
+opened AS (
+    INSERT INTO durable_step
+        (id, execution_id, step_name, attempt, status, logs, worker, started_at, is_compensation)
+    SELECT run_token, id, current_step, attempt, '{StepStatus.RUNNING.value}', '[]'::jsonb,
+        %(worker)s, %(now)s, false
+    FROM forward
 )
-UPDATE durable_execution AS e
-SET status = CASE picked.claimed_from {_CLAIMED_STATUS_SQL} END, ready = false,
-    locked_by = %(worker)s, locked_until = %(until)s,
-    error = CASE picked.claimed_from WHEN 'compensating' THEN e.error END,
-    run_token = gen_random_uuid(), started_at = COALESCE(e.started_at, %(now)s)
-FROM picked
-WHERE e.id = picked.id
-RETURNING e.*, picked.claimed_from
+SELECT claimed.*, EXISTS (
+    SELECT 1 FROM durable_execution
+    WHERE ready AND locked_by IS NULL {{queue_filter}} AND id <> claimed.id
+) AS more_ready
+FROM claimed
 """
 
 
@@ -91,8 +120,48 @@ def claim(worker: str, queues: Sequence[str] | None, limit: int) -> list[Workflo
     return sorted(claimed, key=lambda e: (-e.priority, e.run_at))
 
 
-def _claim_skip_locked(worker, queues, limit, now, until) -> list[WorkflowExecution]:
+def claim_and_start(
+    worker: str, queues: Sequence[str] | None, token: uuid.UUID
+) -> WorkflowExecution | None:
+    """Lease the next due execution to `worker` under `token` and open its first attempt
+    (`opened_attempt`, whose id is `token`): one statement on PostgreSQL.
+
+    For the thread that runs the step at once: a claim waiting in a queue could run a
+    step after a cancel, which only the separate start (`start_attempt`) would see. The
+    caller chooses the token, so a claim whose reply was lost can be given back by it
+    (`releases.give_back_lost_claim`). A compensating execution comes back without
+    `opened_attempt`; elsewhere than PostgreSQL, every execution does (the engine then
+    opens it).
+    """
+    now = clock.now()
+    until = now + lease_duration()
+    if connection.vendor != "postgresql":
+        claimed = _claim_conditional(worker, queues, 1, now, until, token)
+        return claimed[0] if claimed else None
+    sql = _CLAIM_AND_START_SQL
+    claimed = _claim_skip_locked(worker, queues, 1, now, until, sql, token)
+    if not claimed:
+        return None
+    [execution] = claimed
+    if execution.claimed_from != ExecutionStatus.COMPENSATING:
+        execution.opened_attempt = StepExecution(
+            id=token,
+            execution=execution,
+            step_name=execution.current_step,
+            attempt=execution.attempt,
+            status=StepStatus.RUNNING,
+            worker=worker,
+            started_at=now,
+        )
+    return execution
+
+
+def _claim_skip_locked(
+    worker, queues, limit, now, until, sql=_CLAIM_SQL, token=None
+) -> list[WorkflowExecution]:
     params = {"now": now, "until": until, "worker": worker, "limit": limit}
+    if token is not None:
+        params["token"] = _db_value("run_token", token)
     queue_filter = ""
     if queues is not None and len(queues) == 1:
         # `=` rather than `= ANY(...)`, so PostgreSQL walks the partial runnable index in
@@ -102,11 +171,17 @@ def _claim_skip_locked(worker, queues, limit, now, until) -> list[WorkflowExecut
     elif queues is not None:
         queue_filter = "AND run_queue = ANY(%(queues)s)"
         params["queues"] = list(queues)
-    sql = _CLAIM_SQL.format(queue_filter=queue_filter)
+    token_sql = "gen_random_uuid()" if token is None else "%(token)s"
+    sql = _claim_sql(sql, queue_filter, token_sql)
     return list(WorkflowExecution.objects.raw(sql, params))
 
 
-def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecution]:
+@functools.cache
+def _claim_sql(template: str, queue_filter: str, token_sql: str) -> str:
+    return template.format(queue_filter=queue_filter, token=token_sql)
+
+
+def _claim_conditional(worker, queues, limit, now, until, token=None) -> list[WorkflowExecution]:
     candidates = (
         WorkflowExecution.objects.runnable(queues).in_claim_order().values_list("id", "status")
     )
@@ -119,7 +194,7 @@ def _claim_conditional(worker, queues, limit, now, until) -> list[WorkflowExecut
             ready=False,
             locked_by=worker,
             locked_until=until,
-            run_token=uuid.uuid4(),
+            run_token=uuid.uuid4() if token is None else token,
             started_at=Coalesce(F("started_at"), now),
             **({} if status == ExecutionStatus.COMPENSATING else {"error": None}),
         )
@@ -164,7 +239,7 @@ def start_attempt(attempt, execution_id: uuid.UUID, run_token: uuid.UUID) -> boo
     """
     step_table = attempt._meta.db_table
     fields, columns, typed = _insert_parts(type(attempt), connection.vendor)
-    values = [field.get_db_prep_save(field.pre_save(attempt, True), connection) for field in fields]
+    values = _row(attempt)
     held = [_db_value("id", execution_id), _db_value("run_token", run_token)]
     resumed = [StepStatus.RESUMED.value, _db_value("id", execution_id), StepStatus.WAITING.value]
     if connection.vendor == "postgresql":
@@ -208,9 +283,7 @@ def hand_over(
     and nothing written, if the attempt no longer holds the execution."""
     step_table = next_attempt._meta.db_table
     fields, columns, typed = _insert_parts(type(next_attempt), connection.vendor)
-    values = [
-        field.get_db_prep_save(field.pre_save(next_attempt, True), connection) for field in fields
-    ]
+    values = _row(next_attempt)
     advance, advance_params = _assignments(WorkflowExecution, changes)
     close, close_params = _assignments(next_attempt.__class__, finished)
     sql = (
@@ -352,12 +425,29 @@ def advance_block(
 
 def _assignments(model, values: dict) -> tuple[str, list]:
     """`col = %s, ...` and its parameters, each value prepared by its model field."""
-    fields = [model._meta.get_field(name) for name in values]
-    params = [
-        field.get_db_prep_save(value, connection)
-        for field, value in zip(fields, values.values(), strict=True)
-    ]
-    return _set_clause(model, tuple(values), connection.vendor), params
+    names, vendor = tuple(values), connection.vendor
+    return _set_clause(model, names, vendor), _prepared(_fields(model, names, vendor), values)
+
+
+def _row(instance) -> list:
+    """The values of an INSERT of `instance` (all its concrete fields, in order)."""
+    model = type(instance)
+    names = tuple(field.attname for field in model._meta.concrete_fields)
+    fields = _fields(model, names, connection.vendor)
+    return _prepared(fields, {name: getattr(instance, name) for name in names})
+
+
+def _prepared(fields: tuple, values: dict) -> list:
+    """Each value as its field prepares it for the database, except a value of the
+    type psycopg sends as it is (`_fields`): Django's preparation of those is an
+    identity that costs microseconds a value, and a chained step writes about 25."""
+    params = []
+    for (field, native), value in zip(fields, values.values(), strict=True):
+        as_is = native is not None and (value is None or type(value) is native)
+        if as_is and native is datetime and value is not None and value.tzinfo is None:
+            as_is = False  # Django warns about and converts a naive time
+        params.append(value if as_is else field.get_db_prep_save(value, connection))
+    return params
 
 
 # The SQL around the values is the same on every call: built once per model and vendor
@@ -372,6 +462,32 @@ def _insert_parts(model, vendor: str) -> tuple[list, str, str]:
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     typed = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)
     return fields, columns, typed
+
+
+# A field's value psycopg sends as it is, on PostgreSQL; JSON goes through the field.
+_NATIVE_TYPES = (
+    (models.UUIDField, uuid.UUID),
+    (models.BooleanField, bool),
+    (models.IntegerField, int),
+    (models.CharField, str),
+    (models.DateTimeField, datetime),
+)
+
+
+@functools.cache
+def _fields(model, names: tuple[str, ...], vendor: str) -> tuple:
+    """The fields named (by name or column attribute), each with the Python type whose
+    values need no preparation (None: always prepare)."""
+    by_attname = {field.attname: field for field in model._meta.concrete_fields}
+    fields = [by_attname.get(name) or model._meta.get_field(name) for name in names]
+    return tuple(
+        (field, _native_type(field) if vendor == "postgresql" else None) for field in fields
+    )
+
+
+def _native_type(field) -> type | None:
+    target = field.target_field if field.is_relation else field
+    return next((kind for base, kind in _NATIVE_TYPES if isinstance(target, base)), None)
 
 
 @functools.cache

@@ -45,6 +45,7 @@ from .models import (
     ExecutionKind,
     ExecutionStatus,
     StepExecution,
+    StepStatus,
     WorkflowExecution,
 )
 from .scope import Interrupted, StepScope, Superseded, Suspend, entered
@@ -105,14 +106,17 @@ def _unit(run: recording.Run) -> forks.Unit:
 
 
 def _open_first_attempt(run: recording.Run, node: Step) -> StepExecution | None:
-    """The claim's first attempt, if the claim still holds (see `claims.start_attempt`)."""
+    """The claim's first attempt: opened by the claim itself (`claims.claim_and_start`),
+    or here if the claim still holds (see `claims.start_attempt`)."""
     execution = run.execution
-    undoes = None
-    if execution.status == ExecutionStatus.COMPENSATING:
-        undoes = compensations.next_entry(execution)
-    attempt = recording.new_attempt(run, node, execution.run_token, execution.attempt, undoes)
-    if not claims.start_attempt(attempt, execution.id, execution.run_token):
-        return None
+    attempt = getattr(execution, "opened_attempt", None)
+    if attempt is None:
+        undoes = None
+        if execution.status == ExecutionStatus.COMPENSATING:
+            undoes = compensations.next_entry(execution)
+        attempt = recording.new_attempt(run, node, execution.run_token, execution.attempt, undoes)
+        if not claims.start_attempt(attempt, execution.id, execution.run_token):
+            return None
     claimed_from = getattr(execution, "claimed_from", None)
     if claimed_from == ExecutionStatus.WAITING and execution.kind == ExecutionKind.WORKFLOW:
         signals.emit(
@@ -128,17 +132,21 @@ def _set_aside(execution: WorkflowExecution, exc: DurableError) -> None:
     log.warning(
         "Execution %s cannot run here (%s); retrying in %s.", execution.id, exc, UNKNOWN_RETRY
     )
+    error = error_record(exc)
+    opened = getattr(execution, "opened_attempt", None)
+    now = clock.now()
     try:
-        note = (
-            {} if execution.status == ExecutionStatus.COMPENSATING else {"error": error_record(exc)}
-        )
-        executions.transition(
-            execution,
-            RELEASED_AS[execution.status],
-            run_at=clock.now() + UNKNOWN_RETRY,
-            **note,  # shown in the admin until a worker that knows it claims it
-            **claims.LEASE_CLEARED,
-        )
+        with transaction.atomic():
+            note = {} if execution.status == ExecutionStatus.COMPENSATING else {"error": error}
+            executions.transition(
+                execution,
+                RELEASED_AS[execution.status],
+                run_at=now + UNKNOWN_RETRY,
+                **note,  # shown in the admin until a worker that knows it claims it
+                **claims.LEASE_CLEARED,
+            )
+            if opened is not None:  # the claim opened an attempt: nothing of it ran
+                StepExecution.objects.filter(id=opened.id, status=StepStatus.RUNNING).delete()
     except LeaseLost:
         pass
 

@@ -40,7 +40,17 @@ def release(
     return requeue(held, error_type, message)
 
 
-def requeue(candidates: QuerySet, error_type: str, message: str) -> int:
+def give_back_lost_claim(worker: str, token: uuid.UUID) -> int:
+    """Give back what a claim leased to `worker` under `token`, if the database kept the
+    claim although its reply was lost (`claims.claim_and_start`). Nobody heard of that
+    claim, so its attempt never began: the row the claim opened is removed, and the
+    interruption costs nothing."""
+    held = WorkflowExecution.objects.filter(locked_by=worker, run_token=token)
+    message = "The worker lost the reply to its claim; the step runs again."
+    return requeue(held, "WorkerError", message, unheard=True)
+
+
+def requeue(candidates: QuerySet, error_type: str, message: str, unheard: bool = False) -> int:
     """Give held executions back unheld (running -> pending, compensating stays), up to
     RELEASE_BATCH of them, each in its own transaction and under its row lock.
 
@@ -60,16 +70,20 @@ def requeue(candidates: QuerySet, error_type: str, message: str) -> int:
                 continue
             if not candidates.filter(id=execution_id).exists():
                 continue  # let go meanwhile: finished, or released by someone else
-            _requeue_one(execution, error_type, message)
+            _requeue_one(execution, error_type, message, unheard)
             released += 1
     return released
 
 
-def _requeue_one(execution: WorkflowExecution, error_type: str, message: str) -> None:
+def _requeue_one(
+    execution: WorkflowExecution, error_type: str, message: str, unheard: bool
+) -> None:
     now = clock.now()
     interruption = {"type": error_type, "message": message, "traceback": ""}
     started = 0
-    if execution.run_token is not None:
+    if unheard:
+        StepExecution.objects.filter(id=execution.run_token, status=StepStatus.RUNNING).delete()
+    elif execution.run_token is not None:
         started = StepExecution.objects.filter(
             id=execution.run_token, status=StepStatus.RUNNING
         ).update(status=StepStatus.FAILED, completed_at=now, error=interruption)

@@ -4,6 +4,7 @@
 `advance_clock` moves the engine's clock so retry delays and timeouts pass at once.
 """
 
+import uuid
 from datetime import timedelta
 
 from . import claims, clock, engine, timers
@@ -17,11 +18,11 @@ def run_until_idle(*, max_steps: int = 10_000) -> int:
     attempts = 0
     while attempts < max_steps:
         timers.run_timers()
-        claimed = claims.claim(WORKER_NAME, queues=None, limit=1)
-        if not claimed:
+        claimed = claims.claim_and_start(WORKER_NAME, None, uuid.uuid4())
+        if claimed is None:
             break
         attempts += engine.run_claimed(
-            claimed[0],
+            claimed,
             worker=WORKER_NAME,
             queues=None,
             keep_going=_within(max_steps - attempts),

@@ -1,10 +1,14 @@
 """The worker process: claims executions and runs their steps on a pool of threads.
 
-One dispatcher (the main thread) claims work into free slots; each served queue has
-`concurrency` threads that run what is claimed for it, each with its own database
-connection. A heartbeat thread renews leases, refreshes the worker's row and fails
-attempts that overrun their step timeout; on PostgreSQL a listener thread turns
-NOTIFY into an immediate wake-up, so polling is only the fallback.
+Each served queue has `concurrency` runner threads, each with its own database
+connection. A runner claims for itself, and the claim opens the first attempt in the
+same statement (`claims.claim_and_start`), so no claimed step waits in a queue where a
+cancel could overtake it; it keeps claiming while work is runnable, waking an idle
+neighbour when more is. The dispatcher (the main thread) runs the timers and wakes an
+idle runner when work may be runnable: after a NOTIFY (heard by a listener thread on
+PostgreSQL), a due time or the poll interval, which is only the fallback. A heartbeat
+thread renews leases, refreshes the worker's row and fails attempts that overrun their
+step timeout.
 
 States: running (claiming) -> stopping (no new claims, running steps finish within the
 grace period) -> stopped (what is left is released to other workers).
@@ -36,11 +40,13 @@ log = logging.getLogger("django_durable.worker")
 
 TICK_SECONDS = 1.0
 RECONNECT_SECONDS = 1.0
+OFFER = "offer"  # what wakes a sleeping runner to claim; None tells it to stop
 
 
 @dataclass
 class QueueSlots:
-    """A served queue: its threads' inbox and how many of them are busy."""
+    """A served queue: its runners' inbox of offers, and how many runners are awake
+    (claiming or running)."""
 
     name: str
     concurrency: int
@@ -104,7 +110,8 @@ class Worker:
         # a restart) kills every thread's connection at once, and each runner drops its
         # own before its next work instead of finding out by failing that work.
         self._outages = 0
-        self._claims_uncertain = False  # a claim failed: did the database keep it?
+        self._found = 0  # claims that found work, for --burst to tell when it is done
+        self._settled = threading.Condition(self._lock)  # a runner went back to sleep
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -240,72 +247,70 @@ class Worker:
     # -- claiming ----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        look = True  # whether idle runners should look for work this round
         while self.state == "running":
             self._wake.clear()
             try:
-                if self._claims_uncertain:
-                    self._release_unknown_claims()
-                self._run_timers_if_due()
-                idle = self._idle()  # before claiming: a runner may release work meanwhile
+                look = self._run_timers_if_due() or look  # timers may make work runnable
                 self._recheck_done()
-                if self._claim_into_free_slots():
+                if self.burst:
+                    if self._burst_round_found_nothing():
+                        log.info("Worker %s: nothing runnable, exiting (--burst).", self.name)
+                        return
                     continue
-                if self.burst and idle:
-                    log.info("Worker %s: nothing runnable, exiting (--burst).", self.name)
-                    return
+                if look:
+                    self._offer_idle_runners()
                 seconds, rechecking = self._seconds_until_due()
-                woke = self._wake.wait(seconds) or rechecking
+                woke = self._wake.wait(seconds)
+                # Woken early (by a notice, whose listener offered work itself, a due
+                # time noted, a stop), runners need no offer; at the end of a wait they do.
+                look = not woke or rechecking
+                woke = woke or rechecking
             except DATABASE_ERRORS as exc:
                 log.warning("Worker %s: database unavailable (%s); retrying.", self.name, exc)
                 self._lost_connection()
-                self._claims_uncertain = True
                 woke = self._wake.wait(RECONNECT_SECONDS)
+                look = True
             if not woke:
                 self._timers_due = 0.0
 
-    def _release_unknown_claims(self) -> None:
-        """After a claim whose reply was lost, rows may be leased to this worker that no
-        thread of it works on: give them back now, not when their lease lapses."""
+    def _run_timers_if_due(self) -> bool:
+        if time.monotonic() < self._timers_due:
+            return False
         with self._lock:
-            working_on = set(self._held)
-        released = releases.release(
-            self.name,
-            "WorkerError",
-            "The worker lost the reply to its claim; the step runs again.",
-            keep=working_on,
-        )
-        self._claims_uncertain = False
-        if released:
-            log.warning("Worker %s: released %d claim(s) it never heard of.", self.name, released)
+            noted = self._next_due
+        timers.run_timers()
+        due = timers.next_wakeup()
+        with self._lock:
+            if self._next_due is not noted and self._next_due is not None:
+                due = self._next_due if due is None else min(due, self._next_due)
+            self._next_due = due  # a time a runner noted meanwhile is kept
+        self._timers_due = time.monotonic() + self.poll_interval
+        return True
 
-    def _run_timers_if_due(self) -> None:
-        if time.monotonic() >= self._timers_due:
-            with self._lock:
-                noted = self._next_due
-            timers.run_timers()
-            due = timers.next_wakeup()
-            with self._lock:
-                if self._next_due is not noted and self._next_due is not None:
-                    due = self._next_due if due is None else min(due, self._next_due)
-                self._next_due = due  # a time a runner noted meanwhile is kept
-            self._timers_due = time.monotonic() + self.poll_interval
-
-    def _claim_into_free_slots(self) -> bool:
-        claimed_any = False
+    def _offer_idle_runners(self) -> None:
         for slot in self.slots.values():
-            if slot.free <= 0:
-                continue
-            for execution in claims.claim(self.name, [slot.name], slot.free):
-                with self._lock:
-                    slot.busy += 1
-                    self._held[execution.id] += 1
-                slot.inbox.put(execution)
-                claimed_any = True
-        return claimed_any
+            self._offer(slot)
 
-    def _idle(self) -> bool:
+    def _offer(self, slot: QueueSlots) -> None:
+        """Wake one sleeping runner of `slot` to claim, if one sleeps (the others are
+        already claiming or running, and claim again when they finish)."""
         with self._lock:
-            return all(slot.busy == 0 for slot in self.slots.values())
+            if self.state != "running" or slot.free <= 0:
+                return
+            slot.busy += 1
+        slot.inbox.put(OFFER)
+
+    def _burst_round_found_nothing(self) -> bool:
+        """--burst: offer work to the idle runners and wait until every runner sleeps
+        again; True if no claim found any meanwhile."""
+        with self._lock:
+            found_before = self._found
+        self._offer_idle_runners()
+        with self._settled:
+            while self.state == "running" and any(s.busy for s in self.slots.values()):
+                self._settled.wait(TICK_SECONDS)
+            return self._found == found_before
 
     def _seconds_until_due(self) -> tuple[float, bool]:
         """How long to sleep: until the next known due time, at most `poll_interval`
@@ -359,6 +364,7 @@ class Worker:
         if queue not in self.slots:
             return
         if due_at is None:
+            self._offer(self.slots[queue])  # from here: one thread hop less than the dispatcher
             # Senders coalesce notices (claims.COALESCE_SECONDS): claim again that long
             # after this one, for work committed meanwhile without a notice of its own.
             with self._lock:
@@ -370,28 +376,57 @@ class Worker:
     # -- running -----------------------------------------------------------------------
 
     def _run_slot(self, slot: QueueSlots) -> None:
+        """A runner: sleep until offered work, then claim and run until none is left."""
         outages_seen = self._outages
         try:
-            while True:
-                execution = slot.inbox.get()
-                if execution is None:
-                    return
+            while slot.inbox.get() is OFFER:
                 try:
-                    if outages_seen != self._outages:
-                        outages_seen = self._outages
-                        connection.close()  # dead since the outage: reconnect before work
-                    if self.state == "running":
-                        self._run_execution(execution, slot)
+                    while self.state == "running":
+                        if outages_seen != self._outages:
+                            outages_seen = self._outages
+                            connection.close()  # dead since the outage: reconnect first
+                        execution = self._claim_for(slot)
+                        if execution is None:
+                            break
+                        if getattr(execution, "more_ready", True):
+                            self._offer(slot)
+                        try:
+                            self._run_execution(execution, slot)
+                        finally:
+                            self._forget(execution)
                 finally:
-                    with self._lock:
+                    with self._settled:
                         slot.busy -= 1
-                        self._held[execution.id] -= 1
-                        if self._held[execution.id] <= 0:
-                            del self._held[execution.id]
-                        self._attempts.pop(threading.get_ident(), None)
-                    self._wake.set()
+                        self._settled.notify_all()
         finally:
             connections.close_all()
+
+    def _claim_for(self, slot: QueueSlots) -> WorkflowExecution | None:
+        """Claim the next execution of `slot` and open its first attempt. If the claim's
+        reply is lost, the database may have kept it: the token it was made under gives
+        it back at once (not when its lease lapses), costing no recovery."""
+        token = uuid.uuid4()
+        try:
+            execution = claims.claim_and_start(self.name, [slot.name], token)
+        except DATABASE_ERRORS as exc:
+            log.warning("Worker %s: database unavailable (%s); retrying.", self.name, exc)
+            self._lost_connection()
+            self._with_database(releases.give_back_lost_claim, self.name, token)
+            with self._lock:
+                self._found += 1  # it may have found work, runnable again: look once more
+            return None
+        if execution is not None:
+            with self._lock:
+                self._held[execution.id] += 1
+                self._found += 1
+        return execution
+
+    def _forget(self, execution: WorkflowExecution) -> None:
+        with self._lock:
+            self._held[execution.id] -= 1
+            if self._held[execution.id] <= 0:
+                del self._held[execution.id]
+            self._attempts.pop(threading.get_ident(), None)
 
     def _run_execution(self, execution: WorkflowExecution, slot: QueueSlots) -> None:
         # The thread keeps its connection across executions (whatever CONN_MAX_AGE says:
@@ -532,7 +567,7 @@ class Worker:
         while not self._stopped.is_set():
             try:
                 with claims.listener(claims.CHANNEL) as listener:
-                    self._wake.set()  # anything that became runnable while we were away
+                    self._offer_idle_runners()  # for what became runnable while away
                     while not self._stopped.is_set():
                         for notice in listener.notifies(timeout=TICK_SECONDS):
                             self._heard(notice.payload)

@@ -108,14 +108,15 @@ def test_decision_loops_back_until_done():
 
 def test_a_loop_goes_back_through_the_queue_between_rounds(monkeypatch):
     claims_seen = []
-    real_claim = executions.claims.claim
+    real_claim = executions.claims.claim_and_start
 
     def counting(*args, **kwargs):
         claimed = real_claim(*args, **kwargs)
-        claims_seen.extend(claimed)
+        if claimed is not None:
+            claims_seen.append(claimed)
         return claimed
 
-    monkeypatch.setattr(executions.claims, "claim", counting)
+    monkeypatch.setattr(executions.claims, "claim_and_start", counting)
     execution = run(wf.looping, {"until": 3})
     assert execution.context["rounds"] == 3
     assert len(claims_seen) == 3  # the start, then one claim per jump back
