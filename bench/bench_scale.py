@@ -528,23 +528,23 @@ def explain_all(label: str, statements: list[tuple[str, Any]], repeats: int) -> 
 
 
 def explain_queries(args: argparse.Namespace) -> list[Plan]:
-    """The claim of one queue as a worker sends it (empty, and with one ready row), and
-    what a worker runs every poll interval: run_timers() (lapsed leases, passed deadlines,
-    wake_due's timers_due) and next_wakeup()."""
-    from django_durable import claims, starting, timers
+    """The claim of one queue as a worker thread sends it (with its first attempt; empty,
+    and with one ready row), and what a worker runs every poll interval: run_timers()
+    (lapsed leases, passed deadlines, wake_due's timers_due) and next_wakeup()."""
+    from django_durable import claims, ids, starting, timers
 
     worker = "bench-scale-explain"
     repeats = args.explain_repeats
     plans = explain_all(
         "claim, idle",
-        capture(lambda: claims.claim(worker, [QUEUE], args.concurrency)),
+        capture(lambda: claims.claim_and_start(worker, [QUEUE], ids.time_ordered())),
         repeats,
     )
     with rolled_back():
         starting.start("bench.one", {})  # one ready row, never committed
         plans += explain_all(
             "claim, 1 ready",
-            capture(lambda: claims.claim(worker, [QUEUE], args.concurrency)),
+            capture(lambda: claims.claim_and_start(worker, [QUEUE], ids.time_ordered())),
             repeats,
         )
     plans += explain_all("wake_due (timers_due)", capture(timers.wake_due), repeats)

@@ -737,10 +737,13 @@ class Suite:
         """The idle claim's plan with the dead rows the runs so far left (this server may
         run without autovacuum), then after a VACUUM."""
         from bench.bench_scale import capture, explain
-        from django_durable import claims
+        from django_durable import claims, ids
+
+        def claim():
+            return claims.claim_and_start("bench-churn", ["default"], ids.time_ordered())
 
         def probe() -> dict:
-            sql, params = capture(lambda: claims.claim("bench-churn", ["default"], 4))[0]
+            sql, params = capture(claim)[0]
             plan = explain("claim, idle", sql, params, 5)
             return {"buffers": plan.buffers, "ms": plan.median_ms}
 

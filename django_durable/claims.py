@@ -20,7 +20,7 @@ from django.db import connection, models, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 
-from . import clock, conf
+from . import clock, conf, ids
 from .models import (
     ACTIVE_STATUSES,
     CLAIMED_AS,
@@ -194,7 +194,7 @@ def _claim_conditional(worker, queues, limit, now, until, token=None) -> list[Wo
             ready=False,
             locked_by=worker,
             locked_until=until,
-            run_token=uuid.uuid4() if token is None else token,
+            run_token=ids.time_ordered() if token is None else token,
             started_at=Coalesce(F("started_at"), now),
             **({} if status == ExecutionStatus.COMPENSATING else {"error": None}),
         )

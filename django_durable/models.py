@@ -6,7 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from . import codec
+from . import codec, ids
 from .errors import ExecutionNotFound
 from .value_keys import GraphKey
 
@@ -263,7 +263,7 @@ class WorkflowExecution(models.Model):
 class StepExecution(models.Model):
     """One attempt (or one run up to a wait) of one step of an execution."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=ids.time_ordered, editable=False)
     # Indexed by durable_step_execution (execution, started_at): no index of its own.
     execution = models.ForeignKey(
         WorkflowExecution, on_delete=models.CASCADE, related_name="step_executions", db_index=False

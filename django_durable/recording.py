@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from . import claims, clock, codec, compensations, conf, executions, signals, waits
+from . import claims, clock, codec, compensations, conf, executions, ids, signals, waits
 from .dsl import End, Fork, Goto, Move, Next, Park, Retry, Step, Workflow
 from .errors import DurableError, StepTimeout, WorkflowTimeout, error_record
 from .executions import LeaseLost
@@ -241,7 +241,7 @@ def _next_step(run: Run, attempt: StepExecution, outcome: Outcome, move: Next, m
             claims.notify(next_queue)
         return None
     next_attempt = StepExecution(
-        id=uuid.uuid4(),
+        id=ids.time_ordered(),
         execution=execution,
         step_name=move.node_id,
         attempt=1,
@@ -347,7 +347,7 @@ def _compensation_done(run: Run, attempt: StepExecution, outcome: Outcome, must_
             _undone(execution, attempt, outcome)
         return None
     node = compensations.compensation(run.definition, upcoming)
-    next_attempt = new_attempt(run, node, uuid.uuid4(), 1, upcoming)
+    next_attempt = new_attempt(run, node, ids.time_ordered(), 1, upcoming)
     run.tokens.add(next_attempt.id)
     ending, moves = _undo_result(execution, attempt, outcome)
     executions.hand_over(execution, attempt.id, ending, next_attempt, **moves)

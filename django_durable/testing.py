@@ -4,10 +4,9 @@
 `advance_clock` moves the engine's clock so retry delays and timeouts pass at once.
 """
 
-import uuid
 from datetime import timedelta
 
-from . import claims, clock, engine, timers
+from . import claims, clock, engine, ids, timers
 from .durations import to_timedelta
 
 WORKER_NAME = "testing"
@@ -18,7 +17,7 @@ def run_until_idle(*, max_steps: int = 10_000) -> int:
     attempts = 0
     while attempts < max_steps:
         timers.run_timers()
-        claimed = claims.claim_and_start(WORKER_NAME, None, uuid.uuid4())
+        claimed = claims.claim_and_start(WORKER_NAME, None, ids.time_ordered())
         if claimed is None:
             break
         attempts += engine.run_claimed(

@@ -29,7 +29,7 @@ from datetime import timedelta
 
 from django.db import connection, connections
 
-from . import claims, clock, conf, engine, releases, schedules, timers
+from . import claims, clock, conf, engine, ids, releases, schedules, timers
 from .dsl import Step
 from .errors import WorkerError
 from .models import CLAIMED_AS, StepExecution, WorkflowExecution
@@ -405,7 +405,7 @@ class Worker:
         """Claim the next execution of `slot` and open its first attempt. If the claim's
         reply is lost, the database may have kept it: the token it was made under gives
         it back at once (not when its lease lapses), costing no recovery."""
-        token = uuid.uuid4()
+        token = ids.time_ordered()
         try:
             execution = claims.claim_and_start(self.name, [slot.name], token)
         except DATABASE_ERRORS as exc:
@@ -414,6 +414,9 @@ class Worker:
             self._with_database(releases.give_back_lost_claim, self.name, token)
             with self._lock:
                 self._found += 1  # it may have found work, runnable again: look once more
+            return None
+        except Exception:  # a runner thread must survive anything to keep its slot
+            log.exception("Worker %s: claiming on %s failed.", self.name, slot.name)
             return None
         if execution is not None:
             with self._lock:

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
-from .. import claims, clock, codec, executions, recording, registry, starting
+from .. import claims, clock, codec, executions, ids, recording, registry, starting
 from ..dsl import Next, Park
 from ..durations import to_timedelta
 from ..errors import (
@@ -336,7 +336,7 @@ def follow(run, attempt, outcome, move: Computed, must_stop: bool):
             claims.notify(execution.run_queue)
             return None
         next_attempt = recording.new_attempt(
-            run, run.definition.node(upcoming.next), uuid.uuid4(), 1
+            run, run.definition.node(upcoming.next), ids.time_ordered(), 1
         )
         next_attempt.step_name = upcoming.next
         run.tokens.add(next_attempt.id)
