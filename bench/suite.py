@@ -92,6 +92,7 @@ class Plan:
     context_n: dict  # context bytes -> executions of the 10-step chain, in-process
     profile_n: int  # 10-step executions under pyinstrument
     scale_args: tuple
+    ids_args: tuple  # bench_ids.py: history rows and inserts per kind of primary key
 
 
 FULL = Plan(
@@ -108,6 +109,7 @@ FULL = Plan(
     context_n={1024: 200, 102_400: 30},
     profile_n=100,
     scale_args=(),
+    ids_args=(),
 )
 QUICK = Plan(
     pgbench_scale=1,
@@ -123,6 +125,7 @@ QUICK = Plan(
     context_n={1024: 40, 102_400: 8},
     profile_n=30,
     scale_args=("--rows", "100000", "--parked", "25000", "--samples", "20"),
+    ids_args=("--rows", "300000", "--inserts", "4000"),
 )
 WORKER_COUNTS = (1, 2, 4)
 PEER_WORKERS = 2
@@ -792,6 +795,13 @@ class Suite:
         self.r["scale"] = summary
         self.log("bench_scale.py done")
 
+    def ids(self) -> None:
+        command = [sys.executable, "bench/bench_ids.py", *self.plan.ids_args]
+        env = {**os.environ, "DATABASE_URL": self.admin_url}
+        self.commands.append(f"DATABASE_URL={self.admin_url} python " + " ".join(command[1:]))
+        self.r["ids"] = self.run(command, env=env, timeout=900, record=False).stdout.strip()
+        self.log("bench_ids.py done")
+
     # -- 5. peers ----------------------------------------------------------------------
 
     def peer_process(self, script: str, url: str, args: list[str], log: str):
@@ -1021,7 +1031,7 @@ class Suite:
         if not self.args.no_peers:
             phases += [("procrastinate", self.procrastinate), ("dbos", self.dbos)]
         if not self.args.no_scale:
-            phases.append(("scale", self.scale))
+            phases += [("scale", self.scale), ("ids", self.ids)]
         if not self.args.quick:
             phases.append(
                 (
@@ -1452,6 +1462,21 @@ def render(suite: Suite) -> str:  # noqa: C901 - a report, top to bottom
             "are in its output). See bench/README.md for what it loads.\n"
         )
         add("```text\n" + r["scale"] + "\n```\n")
+    else:
+        add("Not run in this run (see *Not measured*).\n")
+    add("### Attempt ids: random or time-ordered (bench/bench_ids.py)\n")
+    if r.get("ids"):
+        add(
+            "Attempts (`durable_step`) are the table that grows fastest. Their ids (and run "
+            "tokens) are time-ordered UUIDs (version 7, `django_durable.ids`); execution ids "
+            "stay random, since people type their prefixes. `bench/bench_ids.py "
+            f"{' '.join(plan.ids_args) or '(defaults: --rows 3000000 --inserts 20000)'}` "
+            "builds two copies of the table's shape with that much history, one keyed by "
+            "random and one by time-ordered ids, and inserts into each from 4 connections, "
+            "one row per transaction, right after a CHECKPOINT; figures from the server's "
+            "counters.\n"
+        )
+        add("```text\n" + r["ids"] + "\n```\n")
     else:
         add("Not run in this run (see *Not measured*).\n")
 

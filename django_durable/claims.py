@@ -47,6 +47,12 @@ _CLAIMED_STATUS_SQL = " ".join(
 
 _CLAIMABLE_SQL = ", ".join(f"'{status}'" for status in CLAIMED_AS)
 
+# Named, not `e.*`: a prepared claim must keep its result's shape when a migration adds a
+# column while workers run.
+_EXECUTION_COLUMNS = ", ".join(
+    f'e."{field.column}"' for field in WorkflowExecution._meta.concrete_fields
+)
+
 # Only `ready` rows are in the index this reads (durable_exec_ready): however many
 # executions are parked or finished, a claim reads a handful of index entries. Paused
 # queues (a small table, usually empty) are skipped.
@@ -67,7 +73,7 @@ claimed AS (
         run_token = {{token}}, started_at = COALESCE(e.started_at, %(now)s)
     FROM picked
     WHERE e.id = picked.id
-    RETURNING e.*, picked.claimed_from
+    RETURNING {_EXECUTION_COLUMNS}, picked.claimed_from
 )"""
 
 _CLAIM_SQL = f"WITH {_PICK_AND_LEASE_SQL} SELECT * FROM claimed"
@@ -173,7 +179,39 @@ def _claim_skip_locked(
         params["queues"] = list(queues)
     token_sql = "gen_random_uuid()" if token is None else "%(token)s"
     sql = _claim_sql(sql, queue_filter, token_sql)
-    return list(WorkflowExecution.objects.raw(sql, params))
+    if token is None:
+        return list(WorkflowExecution.objects.raw(sql, params))
+    with _hot_cursor() as cursor:  # a worker thread's claim: prepared
+        cursor.execute(sql, params)
+        return _executions(cursor)
+
+
+def _executions(cursor) -> list[WorkflowExecution]:
+    """The rows a claim returned, as model instances (what `raw()` would build: each
+    value through its field's converters), extra columns as attributes."""
+    columns = [column.name for column in cursor.description]
+    fields = _execution_fields(tuple(columns))
+    claimed = []
+    for row in cursor.fetchall():
+        names, values, extra = [], [], {}
+        for column, value, field in zip(columns, row, fields, strict=True):
+            if field is None:
+                extra[column] = value
+                continue
+            for converter in field.get_db_converters(connection):
+                value = converter(value, None, connection)
+            names.append(field.attname)
+            values.append(value)
+        execution = WorkflowExecution.from_db(connection.alias, names, values)
+        execution.__dict__.update(extra)
+        claimed.append(execution)
+    return claimed
+
+
+@functools.cache
+def _execution_fields(columns: tuple[str, ...]) -> list:
+    by_column = {field.column: field for field in WorkflowExecution._meta.concrete_fields}
+    return [by_column.get(column) for column in columns]
 
 
 @functools.cache
@@ -243,7 +281,7 @@ def start_attempt(attempt, execution_id: uuid.UUID, run_token: uuid.UUID) -> boo
     held = [_db_value("id", execution_id), _db_value("run_token", run_token)]
     resumed = [StepStatus.RESUMED.value, _db_value("id", execution_id), StepStatus.WAITING.value]
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        with _hot_cursor() as cursor:
             cursor.execute(
                 f"WITH held AS ({_HELD_SQL} FOR SHARE), "
                 f"resumed AS (UPDATE {step_table} SET status = %s WHERE execution_id = %s "
@@ -301,7 +339,7 @@ def hand_over(
         _db_value("id", finished_id),
         *values,
     ]
-    with connection.cursor() as cursor:
+    with _hot_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount == 1
 
@@ -370,7 +408,7 @@ def end(
         execution,
         InputStatus.PENDING.value,
     ]
-    with connection.cursor() as cursor:
+    with _hot_cursor() as cursor:
         cursor.execute(sql, params)
         ended, *parent = cursor.fetchone()
     return ended == 1, dict(zip(PARENT_FIELDS, parent, strict=True)) if parent_cte else None
@@ -418,9 +456,60 @@ def advance_block(
         "release": release,
         "now": _db_value("run_at", now),
     }
-    with connection.cursor() as cursor:
+    with _hot_cursor() as cursor:
         cursor.execute(_ADVANCE_BLOCK_SQL, params)
         return cursor.fetchone()
+
+
+def _hot_cursor():
+    """A cursor for the statements a step runs on PostgreSQL (the hand-over, the ending,
+    the fenced first attempt): bound and prepared on the server, so each connection
+    parses and plans them once, not once per step (planning took longer than running
+    them). DURABLE["PREPARED_STATEMENTS"] = False turns this off, for a connection
+    pooler in transaction mode that cannot keep prepared statements (PgBouncer before
+    1.21, or without `max_prepared_statements`). Django's execute wrappers and query
+    log still see every statement."""
+    if connection.vendor != "postgresql" or not conf.get("PREPARED_STATEMENTS"):
+        return connection.cursor()
+    connection.close_if_health_check_failed()  # what Django's own cursor() does first
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    preparing, logged = _cursor_classes()
+    with connection.wrap_database_errors:
+        raw = preparing(connection.connection)
+    return logged(raw, connection) if connection.queries_logged else connection.make_cursor(raw)
+
+
+_NEVER_AUTOMATIC = 2**31  # a threshold no statement reaches: only prepare=True prepares
+
+
+@functools.cache
+def _cursor_classes():
+    from django.db.backends.postgresql.base import CursorDebugWrapper, ServerBindingCursor
+    from django.db.backends.utils import CursorWrapper
+
+    class PreparingCursor(ServerBindingCursor):
+        """Prepares what it runs. Django leaves the connection's automatic preparing off
+        (`prepare_threshold` None, which also refuses an explicit `prepare=True`): it is
+        lifted for this statement only, so the project's own queries stay unprepared."""
+
+        def execute(self, query, params=None, **options):
+            pgconn = self.connection
+            threshold, pgconn.prepare_threshold = pgconn.prepare_threshold, _NEVER_AUTOMATIC
+            try:
+                return super().execute(query, params, prepare=True, **options)
+            finally:
+                pgconn.prepare_threshold = threshold
+
+    class LoggedCursor(CursorDebugWrapper):
+        """Logs the statement with its values in place (Django's own log would read the
+        prepared statement's text, which is not kept)."""
+
+        def execute(self, sql, params=None):
+            with self.debug_sql(self.db.ops.compose_sql(sql, params)):
+                return CursorWrapper.execute(self, sql, params)
+
+    return PreparingCursor, LoggedCursor
 
 
 def _assignments(model, values: dict) -> tuple[str, list]:

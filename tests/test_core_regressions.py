@@ -437,9 +437,10 @@ def test_a_claim_whose_reply_was_lost_is_given_back_without_waiting_for_its_leas
 
     def claim_and_lose_the_first_reply(worker, queues, token):
         claimed = real_claim(worker, queues, token)
-        replies.append(claimed)
-        if len(replies) == 1:
-            raise OperationalError("server closed the connection unexpectedly")
+        if claimed is not None:  # another runner may look too, and find nothing
+            replies.append(claimed)
+            if len(replies) == 1:
+                raise OperationalError("server closed the connection unexpectedly")
         return claimed
 
     monkeypatch.setattr(claims, "claim_and_start", claim_and_lose_the_first_reply)
