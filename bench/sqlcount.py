@@ -16,8 +16,11 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+# A WITH statement writes if any of its parts does (`x AS (UPDATE ...)`), whatever its
+# last part is (the claim and the ending end with a SELECT).
 _WRITE = re.compile(
-    r"^\s*(INSERT|UPDATE|DELETE)\b|^\s*WITH\b.*\)\s*(UPDATE|INSERT|DELETE)\b", re.I | re.S
+    r"^\s*(INSERT|UPDATE|DELETE)\b|^\s*WITH\b.*\b(UPDATE|INSERT\s+INTO|DELETE\s+FROM)\b",
+    re.I | re.S,
 )
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.I)
 
