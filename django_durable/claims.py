@@ -62,7 +62,7 @@ picked AS (
     WHERE ready AND status IN ({_CLAIMABLE_SQL}) AND locked_by IS NULL {{queue_filter}}
         AND NOT EXISTS (SELECT 1 FROM durable_paused_queue p WHERE p.name = run_queue)
     ORDER BY priority DESC, run_at
-    LIMIT %(limit)s
+    LIMIT {{limit}}
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
@@ -178,7 +178,10 @@ def _claim_skip_locked(
         queue_filter = "AND run_queue = ANY(%(queues)s)"
         params["queues"] = list(queues)
     token_sql = "gen_random_uuid()" if token is None else "%(token)s"
-    sql = _claim_sql(sql, queue_filter, token_sql)
+    # A thread claims one: a literal keeps the prepared statement's generic plan from
+    # guessing at the limit.
+    limit_sql = "%(limit)s" if token is None else "1"
+    sql = _claim_sql(sql, queue_filter, token_sql, limit_sql)
     if token is None:
         return list(WorkflowExecution.objects.raw(sql, params))
     with _hot_cursor() as cursor:  # a worker thread's claim: prepared
@@ -215,8 +218,8 @@ def _execution_fields(columns: tuple[str, ...]) -> list:
 
 
 @functools.cache
-def _claim_sql(template: str, queue_filter: str, token_sql: str) -> str:
-    return template.format(queue_filter=queue_filter, token=token_sql)
+def _claim_sql(template: str, queue_filter: str, token_sql: str, limit_sql: str) -> str:
+    return template.format(queue_filter=queue_filter, token=token_sql, limit=limit_sql)
 
 
 def _claim_conditional(worker, queues, limit, now, until, token=None) -> list[WorkflowExecution]:
@@ -477,7 +480,19 @@ def _hot_cursor():
     preparing, logged = _cursor_classes()
     with connection.wrap_database_errors:
         raw = preparing(connection.connection)
+        _match_timezone(raw)
     return logged(raw, connection) if connection.queries_logged else connection.make_cursor(raw)
+
+
+def _match_timezone(cursor) -> None:
+    """What Django's own create_cursor() does: read times in the connection's zone when
+    the settings changed it after connecting (override_settings)."""
+    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID, register_tzloader
+    from psycopg.pq import Format
+
+    loader = cursor.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+    if connection.timezone != loader.timezone:
+        register_tzloader(connection.timezone, cursor)
 
 
 _NEVER_AUTOMATIC = 2**31  # a threshold no statement reaches: only prepare=True prepares
@@ -487,6 +502,8 @@ _NEVER_AUTOMATIC = 2**31  # a threshold no statement reaches: only prepare=True 
 def _cursor_classes():
     from django.db.backends.postgresql.base import CursorDebugWrapper, ServerBindingCursor
     from django.db.backends.utils import CursorWrapper
+    from psycopg import OperationalError, errors
+    from psycopg.pq import TransactionStatus
 
     class PreparingCursor(ServerBindingCursor):
         """Prepares what it runs. Django leaves the connection's automatic preparing off
@@ -498,6 +515,16 @@ def _cursor_classes():
             threshold, pgconn.prepare_threshold = pgconn.prepare_threshold, _NEVER_AUTOMATIC
             try:
                 return super().execute(query, params, prepare=True, **options)
+            except (errors.InvalidSqlStatementName, errors.FeatureNotSupported) as exc:
+                # The server lost the statement (a pooler moved us to another backend)
+                # or its plan no longer fits the table (a migration changed a column).
+                # Outside a transaction nothing was done: start afresh, unprepared.
+                # Inside one, the connection's trouble, not the step's: the worker
+                # releases the execution and drops the connection (DATABASE_ERRORS).
+                if pgconn.info.transaction_status != TransactionStatus.IDLE:
+                    raise OperationalError(f"A prepared statement is unusable: {exc}") from exc
+                super().execute("DEALLOCATE ALL")  # psycopg forgets its names too
+                return super().execute(query, params, prepare=False, **options)
             finally:
                 pgconn.prepare_threshold = threshold
 

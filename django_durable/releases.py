@@ -40,17 +40,24 @@ def release(
     return requeue(held, error_type, message)
 
 
-def give_back_lost_claim(worker: str, token: uuid.UUID) -> int:
+def give_back_lost_claim(worker: str, token: uuid.UUID, counted: bool = False) -> int:
     """Give back what a claim leased to `worker` under `token`, if the database kept the
-    claim although its reply was lost (`claims.claim_and_start`). Nobody heard of that
-    claim, so its attempt never began: the row the claim opened is removed, and the
-    interruption costs nothing."""
+    claim although the worker could not take it (`claims.claim_and_start`): its reply
+    was lost, or reading it failed. Its attempt never began: the row the claim opened is
+    removed. A lost reply costs nothing; a failure after the reply is `counted` as a
+    recovery, so one that repeats ends at MAX_RECOVERIES instead of looping."""
     held = WorkflowExecution.objects.filter(locked_by=worker, run_token=token)
-    message = "The worker lost the reply to its claim; the step runs again."
-    return requeue(held, "WorkerError", message, unheard=True)
+    message = "The worker could not take up its claim; the step runs again."
+    return requeue(held, "WorkerError", message, unheard=True, counted=counted)
 
 
-def requeue(candidates: QuerySet, error_type: str, message: str, unheard: bool = False) -> int:
+def requeue(
+    candidates: QuerySet,
+    error_type: str,
+    message: str,
+    unheard: bool = False,
+    counted: bool = False,
+) -> int:
     """Give held executions back unheld (running -> pending, compensating stays), up to
     RELEASE_BATCH of them, each in its own transaction and under its row lock.
 
@@ -70,19 +77,20 @@ def requeue(candidates: QuerySet, error_type: str, message: str, unheard: bool =
                 continue
             if not candidates.filter(id=execution_id).exists():
                 continue  # let go meanwhile: finished, or released by someone else
-            _requeue_one(execution, error_type, message, unheard)
+            _requeue_one(execution, error_type, message, unheard, counted)
             released += 1
     return released
 
 
 def _requeue_one(
-    execution: WorkflowExecution, error_type: str, message: str, unheard: bool
+    execution: WorkflowExecution, error_type: str, message: str, unheard: bool, counted: bool
 ) -> None:
     now = clock.now()
     interruption = {"type": error_type, "message": message, "traceback": ""}
     started = 0
     if unheard:
         StepExecution.objects.filter(id=execution.run_token, status=StepStatus.RUNNING).delete()
+        started = int(counted)
     elif execution.run_token is not None:
         started = StepExecution.objects.filter(
             id=execution.run_token, status=StepStatus.RUNNING

@@ -53,6 +53,7 @@ class QueueSlots:
     poll_interval: float
     inbox: queue_module.Queue = field(default_factory=queue_module.Queue)
     busy: int = 0
+    missed: bool = False  # an offer came while every runner was awake: look once more
 
     @property
     def free(self) -> int:
@@ -296,7 +297,10 @@ class Worker:
         """Wake one sleeping runner of `slot` to claim, if one sleeps (the others are
         already claiming or running, and claim again when they finish)."""
         with self._lock:
-            if self.state != "running" or slot.free <= 0:
+            if self.state != "running":
+                return
+            if slot.free <= 0:
+                slot.missed = True  # a runner about to sleep claims once more instead
                 return
             slot.busy += 1
         slot.inbox.put(OFFER)
@@ -380,6 +384,7 @@ class Worker:
         outages_seen = self._outages
         try:
             while slot.inbox.get() is OFFER:
+                asleep = False
                 try:
                     while self.state == "running":
                         if outages_seen != self._outages:
@@ -387,19 +392,37 @@ class Worker:
                             connection.close()  # dead since the outage: reconnect first
                         execution = self._claim_for(slot)
                         if execution is None:
-                            break
+                            asleep = self._sleep_unless_missed(slot)
+                            if asleep:
+                                break
+                            continue
                         if getattr(execution, "more_ready", True):
                             self._offer(slot)
                         try:
                             self._run_execution(execution, slot)
                         finally:
                             self._forget(execution)
+                        if connection.vendor != "postgresql":
+                            # No NOTIFY here: what this execution made runnable on another
+                            # queue (a parent woken by its child) is looked for at once.
+                            self._offer_idle_runners()
                 finally:
-                    with self._settled:
-                        slot.busy -= 1
-                        self._settled.notify_all()
+                    if not asleep:
+                        self._sleep_unless_missed(slot, force=True)
         finally:
             connections.close_all()
+
+    def _sleep_unless_missed(self, slot: QueueSlots, force: bool = False) -> bool:
+        """A runner that found nothing goes back to sleep, unless an offer came while
+        it was awake (which nobody took: every runner was): then it looks once more.
+        Both under the lock, so no offer falls between the check and the sleep."""
+        with self._settled:
+            if slot.missed and not force:
+                slot.missed = False
+                return False
+            slot.busy -= 1
+            self._settled.notify_all()
+            return True
 
     def _claim_for(self, slot: QueueSlots) -> WorkflowExecution | None:
         """Claim the next execution of `slot` and open its first attempt. If the claim's
@@ -411,18 +434,27 @@ class Worker:
         except DATABASE_ERRORS as exc:
             log.warning("Worker %s: database unavailable (%s); retrying.", self.name, exc)
             self._lost_connection()
-            self._with_database(releases.give_back_lost_claim, self.name, token)
-            with self._lock:
-                self._found += 1  # it may have found work, runnable again: look once more
+            self._give_back(token, counted=False)
             return None
         except Exception:  # a runner thread must survive anything to keep its slot
             log.exception("Worker %s: claiming on %s failed.", self.name, slot.name)
+            # The claim may have committed before the failure: give it back now, and
+            # count it, so a claim that fails every time stops (MAX_RECOVERIES).
+            self._give_back(token, counted=True)
             return None
         if execution is not None:
             with self._lock:
                 self._held[execution.id] += 1
                 self._found += 1
         return execution
+
+    def _give_back(self, token, counted: bool) -> None:
+        try:
+            self._with_database(releases.give_back_lost_claim, self.name, token, counted)
+        except Exception:
+            log.exception("Worker %s: could not give back a failed claim.", self.name)
+        with self._lock:
+            self._found += 1  # it may have found work, runnable again: look once more
 
     def _forget(self, execution: WorkflowExecution) -> None:
         with self._lock:

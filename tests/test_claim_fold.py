@@ -138,3 +138,16 @@ def test_a_lost_claim_is_given_back_by_its_token_without_counting_a_recovery():
     assert not StepExecution.objects.filter(execution_id=eid).exists()
     run_until_idle()
     assert WorkflowExecution.objects.get(id=eid).status == "completed"
+
+
+@pytest.mark.django_db
+def test_a_claim_that_failed_after_its_reply_is_given_back_and_counted():
+    from django_durable import releases
+
+    eid = one_step.start({})
+    token = uuid.uuid4()
+    claims.claim_and_start("w1", None, token)
+    assert releases.give_back_lost_claim("w1", token, counted=True) == 1
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert (execution.status, execution.locked_by, execution.recoveries) == ("pending", None, 1)
+    assert not StepExecution.objects.filter(execution_id=eid).exists()

@@ -145,3 +145,18 @@ def test_a_finished_execution_is_not_a_timer(monkeypatch):
     parked = WorkflowExecution(status="waiting", run_at=later, ready=False)
     worker._note_timer(parked)
     assert worker._next_due == later
+
+
+def test_an_offer_made_while_every_runner_is_awake_is_not_lost():
+    """All runners were busy when work was offered: the first to find nothing looks
+    once more before it sleeps, instead of leaving the work to the next poll."""
+    worker = Worker(["default"], concurrency=1)
+    slot = worker.slots["default"]
+    worker._offer(slot)
+    assert (slot.busy, slot.inbox.qsize(), slot.missed) == (1, 1, False)
+    worker._offer(slot)  # no runner sleeps: remembered, not queued
+    assert (slot.busy, slot.inbox.qsize(), slot.missed) == (1, 1, True)
+    assert worker._sleep_unless_missed(slot) is False  # look once more
+    assert (slot.busy, slot.missed) == (1, False)
+    assert worker._sleep_unless_missed(slot) is True
+    assert slot.busy == 0

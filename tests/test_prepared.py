@@ -58,3 +58,44 @@ def test_prepared_statements_can_be_turned_off_for_a_pooler():
         run_until_idle()
     assert WorkflowExecution.objects.get().status == "completed"
     assert prepared() == {}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_statements_the_server_lost_are_prepared_again():
+    """A pooler may hand the connection to another backend, which never saw them; the
+    next step must not fail for that (nor any after it)."""
+    connection.close()
+    chain.start({})
+    run_until_idle()
+    assert set(prepared()) == {"WITH picked AS", "WITH advanced AS", "WITH ended AS"}
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")  # behind psycopg's back
+    assert prepared() == {}
+    for _ in range(2):
+        chain.start({})
+    run_until_idle()
+    assert WorkflowExecution.objects.filter(status="completed").count() == 3
+    assert "WITH advanced AS" in prepared()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_statement_inside_a_transaction_is_the_connections_trouble():
+    """Inside a transaction the statement cannot run again: the error must be one the
+    worker treats as the database's (it releases the execution and reconnects), not a
+    step's outcome that cannot be stored (which would fail the step for good)."""
+    from django.db import OperationalError, transaction
+
+    from django_durable import claims
+
+    connection.close()
+
+    def select_one():
+        with claims._hot_cursor() as cursor:
+            cursor.execute("SELECT %s::int", [1])
+            return cursor.fetchone()[0]
+
+    assert select_one() == 1
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
+    with pytest.raises(OperationalError, match="prepared statement"):
+        with transaction.atomic():
+            select_one()
+    assert select_one() == 1  # the rollback made psycopg forget it: prepared afresh
