@@ -465,14 +465,13 @@ def advance_block(
 
 
 def _hot_cursor():
-    """A cursor for the statements a step runs on PostgreSQL (the hand-over, the ending,
-    the fenced first attempt): bound and prepared on the server, so each connection
-    parses and plans them once, not once per step (planning took longer than running
-    them). DURABLE["PREPARED_STATEMENTS"] = False turns this off, for a connection
-    pooler in transaction mode that cannot keep prepared statements (PgBouncer before
-    1.21, or without `max_prepared_statements`). Django's execute wrappers and query
-    log still see every statement."""
-    if connection.vendor != "postgresql" or not conf.get("PREPARED_STATEMENTS"):
+    """A cursor for the statements a step runs on PostgreSQL (the claim, the hand-over,
+    the ending, the fenced first attempt): bound and prepared on the server, so each
+    connection parses and plans them once, not once per step (planning took longer than
+    running them). Off for a connection pooler in transaction mode that cannot keep
+    prepared statements (PgBouncer before 1.21, or without `max_prepared_statements`):
+    see `_prepares`. Django's execute wrappers and query log still see every statement."""
+    if connection.vendor != "postgresql" or not _prepares():
         return connection.cursor()
     connection.close_if_health_check_failed()  # what Django's own cursor() does first
     connection.ensure_connection()
@@ -482,6 +481,15 @@ def _hot_cursor():
         raw = preparing(connection.connection)
         _match_timezone(raw)
     return logged(raw, connection) if connection.queries_logged else connection.make_cursor(raw)
+
+
+def _prepares() -> bool:
+    """DURABLE["PREPARED_STATEMENTS"], or if unset: yes, unless the database is set up
+    for a pooler in transaction mode (Django's DISABLE_SERVER_SIDE_CURSORS)."""
+    chosen = conf.get("PREPARED_STATEMENTS")
+    if chosen is None:
+        return not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+    return bool(chosen)
 
 
 def _match_timezone(cursor) -> None:

@@ -14,7 +14,7 @@ DEFAULTS: dict[str, Any] = {
     "SCHEDULE_AUTO_DISABLE_AFTER": 10,
     "SHUTDOWN_GRACE_SECONDS": 30,
     "MAX_RECOVERIES": 10,
-    "PREPARED_STATEMENTS": True,
+    "PREPARED_STATEMENTS": None,  # None: yes, unless DISABLE_SERVER_SIDE_CURSORS
 }
 
 QUEUE_DEFAULTS: dict[str, Any] = {"concurrency": 10, "poll_interval": 1.0}

@@ -99,3 +99,16 @@ def test_a_lost_statement_inside_a_transaction_is_the_connections_trouble():
         with transaction.atomic():
             select_one()
     assert select_one() == 1  # the rollback made psycopg forget it: prepared afresh
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_set_up_for_a_transaction_pooler_is_not_prepared_for(monkeypatch):
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    chain.start({})
+    run_until_idle()
+    assert prepared() == {}
+    with override_settings(DURABLE={"PREPARED_STATEMENTS": True}):  # asked for anyway
+        chain.start({})
+        run_until_idle()
+    assert "WITH advanced AS" in prepared()
