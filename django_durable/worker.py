@@ -112,6 +112,7 @@ class Worker:
         # own before its next work instead of finding out by failing that work.
         self._outages = 0
         self._found = 0  # claims that found work, for --burst to tell when it is done
+        self._unreturned: dict[uuid.UUID, bool] = {}  # failed claims not given back yet
         self._settled = threading.Condition(self._lock)  # a runner went back to sleep
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -252,6 +253,8 @@ class Worker:
         while self.state == "running":
             self._wake.clear()
             try:
+                if self._unreturned:
+                    self._give_back_unreturned()
                 look = self._run_timers_if_due() or look  # timers may make work runnable
                 self._recheck_done()
                 if self.burst:
@@ -449,12 +452,23 @@ class Worker:
         return execution
 
     def _give_back(self, token, counted: bool) -> None:
+        done = False
         try:
-            self._with_database(releases.give_back_lost_claim, self.name, token, counted)
+            done = self._with_database(releases.give_back_lost_claim, self.name, token, counted)
         except Exception:
             log.exception("Worker %s: could not give back a failed claim.", self.name)
         with self._lock:
             self._found += 1  # it may have found work, runnable again: look once more
+            if not done:  # the dispatcher tries again each round, not only when it lapses
+                self._unreturned[token] = counted
+
+    def _give_back_unreturned(self) -> None:
+        with self._lock:
+            unreturned = dict(self._unreturned)
+        for token, counted in unreturned.items():
+            releases.give_back_lost_claim(self.name, token, counted)
+            with self._lock:
+                del self._unreturned[token]
 
     def _forget(self, execution: WorkflowExecution) -> None:
         with self._lock:
@@ -519,18 +533,20 @@ class Worker:
         with self._lock:
             self._outages += 1
 
-    def _with_database(self, action, *args, attempts: int = 5) -> None:
-        """Run a bookkeeping action, reconnecting a few times if the database drops."""
+    def _with_database(self, action, *args, attempts: int = 5) -> bool:
+        """Run a bookkeeping action, reconnecting a few times if the database drops;
+        whether it was done."""
         for attempt in range(attempts):
             try:
                 action(*args)
-                return
+                return True
             except DATABASE_ERRORS as exc:
                 self._lost_connection()
                 if attempt == attempts - 1:
                     log.error("Worker %s: giving up on %s: %s", self.name, action.__name__, exc)
-                    return
+                    return False
                 time.sleep(RECONNECT_SECONDS)
+        return False
 
     # -- heartbeat ---------------------------------------------------------------------
 

@@ -151,3 +151,34 @@ def test_a_claim_that_failed_after_its_reply_is_given_back_and_counted():
     execution = WorkflowExecution.objects.get(id=eid)
     assert (execution.status, execution.locked_by, execution.recoveries) == ("pending", None, 1)
     assert not StepExecution.objects.filter(execution_id=eid).exists()
+
+
+@pytest.mark.django_db(transaction=True)  # the runner drops its connection
+def test_a_lost_claim_that_could_not_be_given_back_is_tried_again(monkeypatch):
+    """The database stayed away longer than the runner's few reconnects: the claim is
+    kept in mind and given back on a later round, not left until its lease lapses."""
+    from django.db import OperationalError
+
+    from django_durable import releases
+    from django_durable import worker as worker_module
+    from django_durable.worker import Worker
+
+    monkeypatch.setattr(worker_module, "RECONNECT_SECONDS", 0)
+    worker = Worker(["default"], name="w-away")
+    eid = one_step.start({})
+    token = uuid.uuid4()
+    claims.claim_and_start(worker.name, None, token)
+    real = releases.give_back_lost_claim
+
+    def database_away(*args):
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(releases, "give_back_lost_claim", database_away)
+    worker._give_back(token, counted=False)
+    assert worker._unreturned == {token: False}
+    assert WorkflowExecution.objects.get(id=eid).locked_by == worker.name
+    monkeypatch.setattr(releases, "give_back_lost_claim", real)
+    worker._give_back_unreturned()
+    assert worker._unreturned == {}
+    execution = WorkflowExecution.objects.get(id=eid)
+    assert (execution.status, execution.locked_by, execution.recoveries) == ("pending", None, 0)
