@@ -486,10 +486,17 @@ def _hot_cursor():
 def _prepares() -> bool:
     """DURABLE["PREPARED_STATEMENTS"], or if unset: yes, unless the database is set up
     for a pooler in transaction mode (Django's DISABLE_SERVER_SIDE_CURSORS)."""
+    if not _psycopg3():
+        return False  # psycopg2 binds on the client only
     chosen = conf.get("PREPARED_STATEMENTS")
     if chosen is None:
         return not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
     return bool(chosen)
+
+
+@functools.cache
+def _psycopg3() -> bool:
+    return connection.Database.__name__ == "psycopg"
 
 
 def _match_timezone(cursor) -> None:
