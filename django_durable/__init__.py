@@ -5,9 +5,6 @@ engine functions (`start`, `get_execution`, ...) load on first use, because they
 the app registry.
 """
 
-from importlib import import_module
-from typing import Any
-
 from .dsl import (
     DEFAULT,
     Retry,
@@ -47,6 +44,7 @@ from .errors import (
     WorkflowDefinitionError,
     WorkflowTimeout,
 )
+from .lazy import attributes
 
 _LAZY_API = {
     "start": "starting",
@@ -104,7 +102,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_API:
-        return getattr(import_module(f".{_LAZY_API[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = attributes(__name__, _LAZY_API)

@@ -42,7 +42,14 @@ from .models import (
     Worker,
     WorkflowExecution,
 )
-from .reports import RULE, SUB_RULE, format_duration, format_time, funnel_line
+from .reports import (
+    RULE,
+    SUB_RULE,
+    analysis_opening,
+    format_duration,
+    format_time,
+    funnel_line,
+)
 
 WORKER_CAP = health.WORKER_CAP  # worker rows listed at most
 MEMBERS_SHOWN = 10  # open branches or items described, per block
@@ -1109,17 +1116,10 @@ def _status_text(report: dict[str, Any]) -> str:
 
 def _flow_text(report: dict[str, Any]) -> str:
     stats = report["executions"]
-    lines = [f"Workflow: '{report['workflow']}'"]
+    title = [f"Workflow: '{report['workflow']}'"]
     if report.get("version"):
-        lines.append(f"Version: '{report['version']}'")
-    lines.append(f"Analyzed at: {format_time(report['analyzed_at'])}")
-    if report.get("since"):
-        lines.append(f"Since: {format_time(report['since'])}")
-    lines += ["", "EXECUTION STATS:", SUB_RULE, f"Total executions: {stats['count']}"]
-    if stats["by_status"]:
-        lines.append(
-            "By status: " + ", ".join(f"{name} {n}" for name, n in stats["by_status"].items())
-        )
+        title.append(f"Version: '{report['version']}'")
+    lines = analysis_opening(title, report)
     lines.append(f"Average duration: {format_duration(stats['duration_avg_seconds'])}")
     lines.append(f"Median duration: {format_duration(stats['duration_median_seconds'])}")
     if stats["completed"] != stats["count"]:

@@ -51,3 +51,18 @@ def funnel_line(entry: dict) -> str:
         f"ends here {entry['ends_here_count']} ({entry['ends_here_percentage_of_all']:.1f}% "
         f"of all, {entry['ends_here_percentage_of_reached']:.1f}% of reached)"
     )
+
+
+def analysis_opening(title: list[str], report: dict) -> list[str]:
+    """The lines a flow_analytics text opens with (a workflow's or a graph's): what was
+    analysed, when, since when, and its executions by status."""
+    stats = report["executions"]
+    lines = [*title, f"Analyzed at: {format_time(report['analyzed_at'])}"]
+    if report.get("since"):
+        lines.append(f"Since: {format_time(report['since'])}")
+    lines += ["", "EXECUTION STATS:", SUB_RULE, f"Total executions: {stats['count']}"]
+    if stats["by_status"]:
+        lines.append(
+            "By status: " + ", ".join(f"{name} {n}" for name, n in stats["by_status"].items())
+        )
+    return lines

@@ -19,9 +19,7 @@ fenced and retried like a workflow step.
 The definitions (`definition`) import without Django; the rest needs the app registry.
 """
 
-from importlib import import_module
-from typing import Any
-
+from ..lazy import attributes
 from .definition import (
     Graph,
     NodeValue,
@@ -60,9 +58,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _RUNTIME:
-        return getattr(import_module(".runtime", __name__), name)
-    if name in _QUERIES:
-        return getattr(import_module(".queries", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = attributes(
+    __name__, {**dict.fromkeys(_RUNTIME, "runtime"), **dict.fromkeys(_QUERIES, "queries")}
+)

@@ -48,7 +48,7 @@ from ..models import (
     StepStatus,
     WorkflowExecution,
 )
-from ..reports import SUB_RULE, format_time, funnel_line
+from ..reports import SUB_RULE, analysis_opening, format_time, funnel_line
 from . import store
 from .definition import AllOf, AnyOf, Condition, Graph, Input, Mutate, NodeValue, get
 
@@ -568,17 +568,8 @@ def _seconds(value: timedelta | float | None) -> float | None:
 
 def to_text(report: dict[str, Any]) -> str:
     """A graph's `flow_analytics()` report as text for a person."""
-    stats = report["executions"]
-    lines = [f"Graph: '{report['graph']}'"]
-    lines.append(f"Version: '{report['version']}'" if report.get("version") else "Versions: all")
-    lines.append(f"Analyzed at: {format_time(report['analyzed_at'])}")
-    if report.get("since"):
-        lines.append(f"Since: {format_time(report['since'])}")
-    lines += ["", "EXECUTION STATS:", SUB_RULE, f"Total executions: {stats['count']}"]
-    if stats["by_status"]:
-        lines.append(
-            "By status: " + ", ".join(f"{name} {n}" for name, n in stats["by_status"].items())
-        )
+    version = f"Version: '{report['version']}'" if report.get("version") else "Versions: all"
+    lines = analysis_opening([f"Graph: '{report['graph']}'", version], report)
     nodes = report["nodes"]
     lines += ["", f"NODES ({len(nodes)}):", SUB_RULE]
     width = max((len(node["node"]) for node in nodes), default=4)
