@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[0] = str(ROOT)  # run as a script: import `bench` and `example_project` from the root
 
-from bench.bench_scale import ScaleDatabase, setup_django  # noqa: E402
+from bench.bench_scale import INSERT_HISTORY, ScaleDatabase, setup_django  # noqa: E402
 
 DATABASE = "durable_insights"
 WORKFLOW = "bench.chain"
@@ -39,12 +39,9 @@ OTHER = "orders.fulfil"
 
 # Execution g: k(g) steps reached, by g % 10 (0: s1 failed, 1: s2 failed, 2: s3 waiting,
 # 3: s4 failed, else all 5 completed); step i starts (i - 1) * gap(g) after the start.
-EXECUTIONS_SQL = """
-INSERT INTO durable_execution (
-    id, workflow_name, workflow_version, status, queue, run_queue, priority, input, context,
-    error, current_step, attempt, step_seq, recoveries, created_at, started_at, completed_at,
-    compensation_results, compensation_plan, kind, root_id, ready
-)
+EXECUTIONS_SQL = (
+    INSERT_HISTORY
+    + """
 SELECT
     id, %(name)s, '1', status, 'default', 'default', 0, '{}'::jsonb, '{}'::jsonb,
     CASE WHEN status = 'failed' THEN '{"type": "Declined", "message": "no"}'::jsonb END,
@@ -68,6 +65,7 @@ FROM (
     ) AS shaped
 ) AS history
 """
+)
 
 # Execution g's gap between steps, 1-5 s, as the steps' insert finds it again: created
 # is now (whole seconds) - 37 g s, so g %% 5 is read back from created's epoch.

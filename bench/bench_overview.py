@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Run as a script, sys.path[0] is bench/; import `bench` and `example_project` from the root.
 sys.path[0] = str(ROOT)
 
-from bench.bench_scale import ScaleDatabase, setup_django  # noqa: E402
+from bench.bench_scale import INSERT_HISTORY, ScaleDatabase, setup_django  # noqa: E402
 
 LOAD_CHUNK = 250_000
 WORKFLOW_NAMES = (
@@ -51,12 +51,9 @@ WORKERS = (
 # Row g of N: waiting (for an event: no run_at, not ready) with probability W/N, failed
 # with F/N, the rest completed; created in the last 24 hours with probability D/N, else
 # over the 89 days before. Random workflow names.
-LOAD_SQL = """
-INSERT INTO durable_execution (
-    id, workflow_name, workflow_version, status, queue, run_queue, priority, input, context,
-    error, current_step, attempt, step_seq, recoveries, created_at, started_at, completed_at,
-    compensation_results, compensation_plan, kind, root_id, ready
-)
+LOAD_SQL = (
+    INSERT_HISTORY
+    + """
 SELECT
     id, (ARRAY[{names}])[1 + floor(random() * {count})::integer], '1', status,
     'default', 'default', 0, '{{}}'::jsonb, '{{}}'::jsonb,
@@ -81,6 +78,7 @@ FROM (
     ) AS drawn
 ) AS history
 """.format(names=", ".join(f"'{name}'" for name in WORKFLOW_NAMES), count=len(WORKFLOW_NAMES))
+)
 
 INPUTS_SQL = """
 INSERT INTO durable_pending_input (

@@ -160,6 +160,17 @@ class ScaleDatabase:
         self.admin.close()
 
 
+# The columns of a finished (or parked) execution, as the history loaders of
+# bench_overview, bench_insights and bench_graph_queries write them.
+INSERT_HISTORY = """
+INSERT INTO durable_execution (
+    id, workflow_name, workflow_version, status, queue, run_queue, priority, input, context,
+    error, current_step, attempt, step_seq, recoveries, created_at, started_at, completed_at,
+    compensation_results, compensation_plan, kind, root_id, ready
+)
+"""
+
+
 def setup_django(database: ScaleDatabase) -> None:
     os.environ["DATABASE_URL"] = database.url
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
