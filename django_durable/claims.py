@@ -162,6 +162,12 @@ def claim_and_start(
     return execution
 
 
+def discard_opened_attempt(token: uuid.UUID) -> None:
+    """Remove the attempt a claim opened (`claim_and_start`) that never ran: its claim was
+    given back unheard, or the worker cannot run it."""
+    StepExecution.objects.filter(id=token, status=StepStatus.RUNNING).delete()
+
+
 def _claim_skip_locked(
     worker, queues, limit, now, until, sql=_CLAIM_SQL, token=None
 ) -> list[WorkflowExecution]:

@@ -45,7 +45,6 @@ from .models import (
     ExecutionKind,
     ExecutionStatus,
     StepExecution,
-    StepStatus,
     WorkflowExecution,
 )
 from .scope import Interrupted, StepScope, Superseded, Suspend, entered
@@ -146,7 +145,7 @@ def _set_aside(execution: WorkflowExecution, exc: DurableError) -> None:
                 **claims.LEASE_CLEARED,
             )
             if opened is not None:  # the claim opened an attempt: nothing of it ran
-                StepExecution.objects.filter(id=opened.id, status=StepStatus.RUNNING).delete()
+                claims.discard_opened_attempt(opened.id)
     except LeaseLost:
         pass
 

@@ -89,7 +89,7 @@ def _requeue_one(
     interruption = {"type": error_type, "message": message, "traceback": ""}
     started = 0
     if unheard:
-        StepExecution.objects.filter(id=execution.run_token, status=StepStatus.RUNNING).delete()
+        claims.discard_opened_attempt(execution.run_token)
         started = int(counted)
     elif execution.run_token is not None:
         started = StepExecution.objects.filter(
