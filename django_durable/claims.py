@@ -13,7 +13,7 @@ work back is a change of status, so it goes through the door (`releases`).
 import functools
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from django.db import connection, models, transaction
@@ -649,11 +649,29 @@ def notify(run_queue: str, due_at: datetime | None = None) -> None:
     queue notified by this process less than COALESCE_SECONDS ago is not notified again,
     because a worker that hears a notice claims once more that long after it (see
     `Worker._heard`). A notice that fails to go out is logged; polling is the fallback.
+    Elsewhere (SQLite) there is no NOTIFY: the notice reaches this process's own
+    listeners only (`listen_here`), which is where a development worker runs its steps.
     """
-    if connection.vendor != "postgresql":
-        return
     payload = run_queue if due_at is None else f"{run_queue}{DUE_AT}{due_at.isoformat()}"
-    transaction.on_commit(lambda: _send(run_queue, payload, due_at is None), robust=True)
+    if connection.vendor == "postgresql":
+        transaction.on_commit(lambda: _send(run_queue, payload, due_at is None), robust=True)
+    elif _here:
+        transaction.on_commit(lambda: _tell_here(payload), robust=True)
+
+
+_here: list[Callable[[str], None]] = []  # this process's listeners, where NOTIFY is not
+
+
+def listen_here(listener: Callable[[str], None]) -> Callable[[], None]:
+    """Hear this process's notices (their payloads) where the database cannot send them;
+    returns what stops it."""
+    _here.append(listener)
+    return lambda: _here.remove(listener)
+
+
+def _tell_here(payload: str) -> None:
+    for listener in list(_here):
+        listener(payload)
 
 
 def _send(run_queue: str, payload: str, coalesce: bool) -> None:

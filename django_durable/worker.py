@@ -113,6 +113,7 @@ class Worker:
         self._outages = 0
         self._found = 0  # claims that found work, for --burst to tell when it is done
         self._unreturned: dict[uuid.UUID, bool] = {}  # failed claims not given back yet
+        self._stop_hearing = lambda: None  # this process's notices, where NOTIFY is not
         self._settled = threading.Condition(self._lock)  # a runner went back to sleep
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -162,6 +163,8 @@ class Worker:
         self._listener = None
         if connection.vendor == "postgresql":
             self._listener = self._spawn(self._listen_loop, "durable-listener")
+        else:  # no NOTIFY: what this process's own steps make runnable, heard at once
+            self._stop_hearing = claims.listen_here(self._heard)
 
     def _spawn(self, target, name: str, *args) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, args=args, daemon=True)
@@ -170,6 +173,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         self.state = "stopping"
+        self._stop_hearing()
         for slot in self.slots.values():
             for _ in range(slot.concurrency):
                 slot.inbox.put(None)
@@ -405,10 +409,6 @@ class Worker:
                             self._run_execution(execution, slot)
                         finally:
                             self._forget(execution)
-                        if connection.vendor != "postgresql":
-                            # No NOTIFY here: what this execution made runnable on another
-                            # queue (a parent woken by its child) is looked for at once.
-                            self._offer_idle_runners()
                 finally:
                     if not asleep:
                         self._sleep_unless_missed(slot, force=True)

@@ -160,3 +160,37 @@ def test_an_offer_made_while_every_runner_is_awake_is_not_lost():
     assert (slot.busy, slot.missed) == (1, False)
     assert worker._sleep_unless_missed(slot) is True
     assert slot.busy == 0
+
+
+@pytest.mark.skipif(IS_POSTGRES, reason="PostgreSQL sends NOTIFY; this is the other databases'")
+@pytest.mark.django_db(transaction=True)
+def test_without_notify_a_process_hears_its_own_notices_after_commit():
+    """SQLite has no NOTIFY: a worker still hears at once what its own steps make
+    runnable (a parent woken by its child on another queue), once it is committed."""
+    from django.db import transaction
+
+    heard = []
+    stop = claims.listen_here(heard.append)
+    try:
+        with transaction.atomic():
+            claims.notify("default")
+            assert heard == []  # not before the commit
+        assert heard == ["default"]
+    finally:
+        stop()
+    claims.notify("default")
+    assert heard == ["default"]  # stopped hearing
+
+
+@pytest.mark.skipif(IS_POSTGRES, reason="PostgreSQL sends NOTIFY; this is the other databases'")
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_on_sqlite_hears_its_own_process():
+    worker = Worker(["default"], concurrency=1)
+    worker._start_threads()
+    try:
+        claims.notify("default")
+        assert worker._recheck_at is not None  # heard: it claims now, and again shortly
+    finally:
+        worker.state = "stopping"
+        worker._stopped.set()
+        worker._shutdown()
