@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """How long `graphs.queries.list_executions()` takes on 100,000 graph executions, with
-and without the index it proposes on durable_graph_value (on GraphKey(node, value)).
+and without the model's value-key index on durable_graph_value (GraphKey(node, value)).
 
 Usage: DATABASE_URL=postgres://USER@HOST:PORT/DB python bench/bench_graph_queries.py
        [--executions N] [--other M] [--repeats R] [--no-explain] [--keep]
@@ -20,10 +20,10 @@ INSERT ... SELECT generate_series:
 
 Then, for each query of QUERIES, it times list_executions (limit 100; R runs, the
 median reported; each run is the query and the page's values) and prints EXPLAIN
-(ANALYZE, BUFFERS) of its main statement: once with the indexes the model has, then
-again after creating the proposed one (with Django's schema editor, as a migration
-would). It also tries the plain (node, value) btree index, which the 7 kB values make
-fail. A measurement, not a test: nothing here passes or fails on a timing.
+(ANALYZE, BUFFERS) of its main statement: once with the value-key index dropped, then
+again after creating it (with Django's schema editor, as a migration would). It also
+tries the plain (node, value) btree index, which the 7 kB values make fail. A
+measurement, not a test: nothing here passes or fails on a timing.
 """
 
 import argparse
